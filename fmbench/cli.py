@@ -1,0 +1,129 @@
+"""Command line: ``fmbench run | validate | list`` — thin over the API.
+
+Exit codes: 0 success, 1 a run finished with failed cases, 2 unusable input (bad suite, bad path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+LIST_KINDS = ("paths", "couplings", "solvers", "metrics", "datasets")
+
+
+def _registries():
+    from fmbench.data import DATASETS
+    from fmbench.metrics import METRICS
+    from fmbench.paths import COUPLINGS, PATHS
+    from fmbench.solvers import SOLVERS
+
+    return {"paths": PATHS, "couplings": COUPLINGS, "solvers": SOLVERS, "metrics": METRICS,
+            "datasets": DATASETS}
+
+
+def _describe(kind: str, name: str, obj) -> tuple[str, str]:
+    import inspect
+
+    if kind == "paths":
+        params = ", ".join(f"{k}={v!r}" for k, v in obj().params().items())
+        return params, (inspect.getdoc(obj) or "").split("\n")[0]
+    if kind == "solvers":
+        extra = "adaptive (rtol, atol)" if obj.adaptive else f"{obj.evals_per_step} eval/step"
+        return extra, obj.description
+    if kind == "metrics":
+        direction = "higher is better" if obj.higher_is_better else "lower is better"
+        return f"unit {obj.unit or '-'}; {direction}", obj.description
+    doc = inspect.getdoc(obj) or ""
+    return "", doc.split("\n")[0]
+
+
+def cmd_list(args, console: Console) -> int:
+    regs = _registries()
+    kinds = [args.kind] if args.kind else list(LIST_KINDS)
+    for kind in kinds:
+        table = Table(title=kind)
+        table.add_column("name")
+        table.add_column("parameters / properties")
+        table.add_column("description")
+        for name, obj in regs[kind].items():
+            table.add_row(name, *_describe(kind, name, obj))
+        console.print(table)
+    return 0
+
+
+def cmd_validate(args, console: Console) -> int:
+    from fmbench.suite import load_suite
+
+    suite = load_suite(args.suite)
+    cases = suite.cases()
+    models = {c.model_key for c in cases}
+    console.print(f"[green]ok[/] {args.suite}: suite {suite.name!r}, {len(suite.tasks)} task(s), "
+                  f"{len(suite.paths)} path(s), {len(suite.solvers)} solver config(s), "
+                  f"{len(suite.seeds)} seed(s) → {len(models)} model(s) to train, "
+                  f"{len(cases)} case(s), metrics: {', '.join(suite.metrics.names)}")
+    for s in suite.skipped():
+        console.print(f"  skipped: {s}")
+    return 0
+
+
+def cmd_run(args, console: Console) -> int:
+    from fmbench.runner import run_suite, summary_table
+    from fmbench.suite import load_suite
+
+    suite = load_suite(args.suite)
+    out = Path(args.out) if args.out else Path("results") / suite.name
+    df = run_suite(suite, out, resume=args.resume, cache_dir=args.cache_dir,
+                   console=Console(stderr=True))
+    console.print(summary_table(df, title=f"{suite.name}: mean ± std over "
+                                          f"{len(suite.seeds)} seed(s)"))
+    console.print(f"results: {out}/results.csv ({len(df)} rows); metadata: {out}/run.json")
+    failed = df[df["status"] == "failed"]
+    if len(failed):
+        console.print(f"[red]{failed['case_id'].nunique()} case(s) had failures:[/]")
+        for reason, grp in failed.groupby("reason"):
+            console.print(f"  {grp['case_id'].nunique()} case(s): {reason}")
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fmbench", description="Benchmark flow-matching models.")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run a suite")
+    r.add_argument("suite", help="suite TOML file")
+    r.add_argument("--out", help="results directory (default results/<suite name>)")
+    r.add_argument("--resume", action="store_true",
+                   help="finish an interrupted run in --out, skipping finished cases")
+    r.add_argument("--cache-dir", help="trained-model cache (default $FMBENCH_CACHE or "
+                                       "~/.cache/fmbench)")
+    v = sub.add_parser("validate", help="check a suite file and show its grid")
+    v.add_argument("suite")
+    lst = sub.add_parser("list", help="list registered components")
+    lst.add_argument("kind", nargs="?", choices=LIST_KINDS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console() if sys.stdout.isatty() else Console(width=200)
+    err = Console(stderr=True)
+    from fmbench.runner import RunError
+    from fmbench.suite import SuiteError
+
+    try:
+        return {"run": cmd_run, "validate": cmd_validate, "list": cmd_list}[args.command](
+            args, console)
+    except (SuiteError, RunError) as e:
+        err.print(f"[red]error:[/] {e}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]: finished cases are saved; rerun with --resume")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""Metrics. Each declares its name, unit and direction and computes from an :class:`EvalContext`.
+
+Definitions (see DESIGN.md):
+- ``w2``: exact W2 (POT ``emd2``, squared Euclidean ground cost, then sqrt) between generated samples
+  and held-out target samples, both of size n_eval. Reported beside ``w2_floor``: W2 between the
+  held-out set and a second independent draw of the target of the same size, i.e. what a perfect
+  model would score; differences below the floor are sampling noise.
+- ``nll``: negative log-likelihood in nats per sample of held-out target points, through the
+  reverse ODE with the exact divergence (autograd, one pass per dimension) and the case's solver;
+  needs a Gaussian source (otherwise not applicable).
+- ``npe``: Tong et al.'s normalised path energy |PE − W2²(q0, q1)| / W2²(q0, q1) with
+  PE = E ∫ ‖v(x_t, t)‖² dt integrated along the learned flow by the case's solver from n_eval source
+  points, and W2² the exact OT cost between those source points and the held-out target points.
+- ``nfe``: calls of the vector field while sampling (counted).
+- ``solver_mse``: mean per-element squared error between the samples and a reference solve from the
+  same noise (RK4, ``reference_steps`` steps, default 1000).
+- ``train_time``, ``sample_time``, ``coupling_time``: wall-clock seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import ot
+import torch
+
+from fmbench.paths.schedules import GaussianPath
+from fmbench.registry import Registry
+from fmbench.solvers import SolveResult, SolverSpec, solve
+
+
+@dataclass(frozen=True)
+class MetricDef:
+    name: str
+    unit: str
+    higher_is_better: bool
+    description: str
+    version: int = 1
+
+
+class NotApplicable(Exception):
+    """The metric does not apply to this case (e.g. NLL with a non-Gaussian source)."""
+
+
+METRICS: Registry[MetricDef] = Registry("metric")
+_COMPUTE: dict[str, Callable[[EvalContext], dict[str, float]]] = {}
+
+
+def metric(name: str, unit: str, higher_is_better: bool, description: str, also: tuple = ()):
+    """Register a metric; the function returns {output name: value} (``also`` names extra outputs,
+    each registered beforehand with its own unit and direction)."""
+
+    def deco(fn):
+        METRICS.register(name)(MetricDef(name, unit, higher_is_better, description))
+        _COMPUTE[name] = fn
+        return fn
+
+    return deco
+
+
+def w2_exact(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Exact 2-Wasserstein distance between two empirical measures with uniform weights."""
+    a = x.reshape(x.shape[0], -1).double().numpy()
+    b = y.reshape(y.shape[0], -1).double().numpy()
+    cost = ot.dist(a, b)  # squared Euclidean
+    w = ot.emd2(np.full(len(a), 1 / len(a)), np.full(len(b), 1 / len(b)), cost, numItermax=10**7)
+    return math.sqrt(max(float(w), 0.0))
+
+
+@dataclass
+class EvalContext:
+    """Everything a metric may need for one case (model × solver × seed); solves are shared."""
+
+    path: GaussianPath
+    model: torch.nn.Module
+    spec: SolverSpec
+    x0_eval: torch.Tensor  # source points for generation (n_eval)
+    x1_test: torch.Tensor  # held-out target points (n_eval)
+    x1_floor: torch.Tensor  # independent second target draw (n_eval)
+    gaussian_source: bool
+    train_meta: dict
+    reference_steps: int = 1000
+    cache: dict = field(default_factory=dict)  # per-model cache shared across solver cases
+    local: dict = field(default_factory=dict)  # this case's own solves
+
+    def velocity(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        tv = t.to(x.dtype).expand(x.shape[0])
+        return self.path.to_velocity(self.model(x, tv), x, tv)
+
+    def generate(self) -> tuple[SolveResult, float]:
+        if "gen" not in self.local:
+            start = time.perf_counter()
+            with torch.no_grad():
+                res = solve(self.velocity, self.x0_eval, self.spec, self.path.t_min,
+                            self.path.t_max)
+            self.local["gen"] = (res, time.perf_counter() - start)
+        return self.local["gen"]
+
+    def samples(self) -> torch.Tensor:
+        y = self.generate()[0].y
+        if not torch.isfinite(y).all():
+            raise FloatingPointError("generated samples contain NaN or inf")
+        return y
+
+    def reference(self) -> torch.Tensor:
+        if "reference" not in self.cache:
+            spec = SolverSpec("rk4", steps=self.reference_steps)
+            with torch.no_grad():
+                res = solve(self.velocity, self.x0_eval, spec, self.path.t_min, self.path.t_max)
+            self.cache["reference"] = res.y
+        return self.cache["reference"]
+
+
+def compute(name: str, ctx: EvalContext) -> dict[str, float]:
+    METRICS.get(name)
+    return _COMPUTE[name](ctx)
+
+
+METRICS.register("w2_floor")(MetricDef(
+    "w2_floor", "", False,
+    "W2 between the held-out target set and an independent draw of the same size (sampling floor)",
+))
+
+
+@metric("w2", "", False, "exact W2 between generated and held-out samples (with w2_floor)")
+def _w2(ctx: EvalContext) -> dict[str, float]:
+    if "w2_floor" not in ctx.cache:
+        ctx.cache["w2_floor"] = w2_exact(ctx.x1_test, ctx.x1_floor)
+    return {"w2": w2_exact(ctx.samples(), ctx.x1_test), "w2_floor": ctx.cache["w2_floor"]}
+
+
+@metric("nfe", "evals", False, "vector-field evaluations used to generate samples")
+def _nfe(ctx: EvalContext) -> dict[str, float]:
+    return {"nfe": float(ctx.generate()[0].nfe)}
+
+
+@metric("sample_time", "s", False, "wall time to generate n_eval samples")
+def _sample_time(ctx: EvalContext) -> dict[str, float]:
+    return {"sample_time": ctx.generate()[1]}
+
+
+@metric("train_time", "s", False, "wall time of training (from the model cache if reused)")
+def _train_time(ctx: EvalContext) -> dict[str, float]:
+    return {"train_time": float(ctx.train_meta["train_time"])}
+
+
+@metric("coupling_time", "s", False, "wall time spent computing couplings during training")
+def _coupling_time(ctx: EvalContext) -> dict[str, float]:
+    return {"coupling_time": float(ctx.train_meta["coupling_time"])}
+
+
+@metric("solver_mse", "", False, "mean squared error against a 1000-step RK4 solve, same noise")
+def _solver_mse(ctx: EvalContext) -> dict[str, float]:
+    return {"solver_mse": float((ctx.samples() - ctx.reference()).pow(2).mean())}
+
+
+def path_energy(ctx: EvalContext) -> float:
+    """E ∫ ‖v(x_t, t)‖² dt along the learned flow from the eval source points."""
+
+    def aug(t, state):
+        x, _ = state
+        v = ctx.velocity(t, x)
+        return v, v.reshape(v.shape[0], -1).pow(2).sum(1)
+
+    e0 = torch.zeros(ctx.x0_eval.shape[0], dtype=ctx.x0_eval.dtype)
+    with torch.no_grad():
+        res = solve(aug, (ctx.x0_eval, e0), ctx.spec, ctx.path.t_min, ctx.path.t_max)
+    pe = res.y[1]
+    if not torch.isfinite(pe).all():
+        raise FloatingPointError("path energy is not finite")
+    return float(pe.mean())
+
+
+@metric("npe", "", False, "normalised path energy |PE - W2^2| / W2^2 (Tong et al.)")
+def _npe(ctx: EvalContext) -> dict[str, float]:
+    if "w2sq_source_target" not in ctx.cache:
+        ctx.cache["w2sq_source_target"] = w2_exact(ctx.x0_eval, ctx.x1_test) ** 2
+    w2sq = ctx.cache["w2sq_source_target"]
+    return {"npe": abs(path_energy(ctx) - w2sq) / w2sq}
+
+
+def divergence_exact(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Exact divergence Σ_i ∂v_i/∂x_i for (n, d) tensors, one autograd pass per dimension."""
+    div = torch.zeros(x.shape[0], dtype=x.dtype)
+    for i in range(x.shape[1]):
+        div = div + torch.autograd.grad(v[:, i].sum(), x, retain_graph=True)[0][:, i]
+    return div
+
+
+def log_likelihood(
+    velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x1: torch.Tensor,
+    source_log_prob: Callable[[torch.Tensor], torch.Tensor],
+    spec: SolverSpec,
+    t0: float = 0.0,
+    t1: float = 1.0,
+) -> tuple[torch.Tensor, int]:
+    """log p_1(x1) by the instantaneous change of variables, integrating from t1 back to t0:
+    log p_1(x1) = log p_0(x_{t0}) − ∫_{t0}^{t1} div v(x_t, t) dt. Returns (log p per point, NFE)."""
+
+    def aug(t, state):
+        x, _ = state
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            v = velocity(t, x)
+            div = divergence_exact(v, x)
+        return v.detach(), div.detach()
+
+    d0 = torch.zeros(x1.shape[0], dtype=x1.dtype)
+    res = solve(aug, (x1, d0), spec, t1, t0)
+    x0, delta = res.y  # delta = ∫_{t1}^{t0} div dt = −∫_{t0}^{t1} div dt
+    return source_log_prob(x0) + delta, res.nfe
+
+
+@metric("nll", "nats", False, "negative log-likelihood of held-out points (exact divergence)")
+def _nll(ctx: EvalContext) -> dict[str, float]:
+    if not ctx.gaussian_source:
+        raise NotApplicable("NLL needs a Gaussian source density")
+    logp, _ = log_likelihood(ctx.velocity, ctx.x1_test, ctx.path.source_log_prob, ctx.spec,
+                             ctx.path.t_min, ctx.path.t_max)
+    if not torch.isfinite(logp).all():
+        raise FloatingPointError("log-likelihood is not finite")
+    return {"nll": float(-logp.mean())}

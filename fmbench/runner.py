@@ -1,0 +1,241 @@
+"""The runner: suite → cases → train (or reuse a cached model) → solve → metrics → rows.
+
+It owns files, progress bars and the model cache; the math objects it calls hold no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import defaultdict
+from dataclasses import fields
+from pathlib import Path
+
+import pandas as pd
+import torch
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.table import Table
+
+from fmbench import data as D
+from fmbench.metrics import METRICS, EvalContext, NotApplicable, compute
+from fmbench.models import MLP
+from fmbench.paths.couplings import CouplingError, make_coupling
+from fmbench.paths.schedules import GaussianPath
+from fmbench.results import ResultStore, environment, git_commit, now, summarize
+from fmbench.suite import Case, Suite, Task
+from fmbench.train import TrainingFailed, train
+
+
+class RunError(RuntimeError):
+    """Unusable request (e.g. results exist and --resume not given)."""
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("FMBENCH_CACHE", Path.home() / ".cache" / "fmbench"))
+
+
+def derived_seed(*parts) -> int:
+    return int(hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:8], 16)
+
+
+def path_label(path: GaussianPath) -> str:
+    """``name`` plus the parameters that differ from the registered defaults."""
+    defaults = type(path)()
+    diff = {f.name: getattr(path, f.name) for f in fields(path)
+            if getattr(path, f.name) != getattr(defaults, f.name)}
+    return path.name + (f"({','.join(f'{k}={v}' for k, v in diff.items())})" if diff else "")
+
+
+def source_sampler(task: Task, path: GaussianPath):
+    if task.gaussian_source:
+        scale = path.source_scale
+        return lambda n, g: scale * torch.randn(n, 2, generator=g)
+    return D.DATASETS.get(task.source)
+
+
+def eval_sets(suite: Suite, task: Task, path: GaussianPath) -> dict[str, torch.Tensor]:
+    """Fixed per task (common random numbers across paths, solvers and training seeds)."""
+    n = suite.metrics.n_eval
+
+    def g(role):
+        return torch.Generator().manual_seed(derived_seed(suite.data_seed, task.name, role))
+
+    return {
+        "x0_eval": source_sampler(task, path)(n, g("source")),
+        "x1_test": D.DATASETS.get(task.target)(n, g("test")),
+        "x1_floor": D.DATASETS.get(task.target)(n, g("floor")),
+    }
+
+
+def build_model(suite: Suite, seed: int) -> MLP:
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return MLP(2, suite.model.width, suite.model.depth, suite.model.activation)
+
+
+def save_model(file: Path, model: torch.nn.Module, meta: dict) -> None:
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+    torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp)
+    os.replace(tmp, file)
+
+
+def load_model(file: Path, model: torch.nn.Module) -> dict:
+    ckpt = torch.load(file, map_location="cpu", weights_only=True)
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    return ckpt["meta"]
+
+
+def case_rows(suite: Suite, case: Case, values: dict[str, tuple[float, str, str]]) -> list[dict]:
+    """Long-format rows for one case: values maps metric → (value, status, reason)."""
+    base = {
+        "suite": suite.name, "case_id": case.case_id, "model_key": case.model_key,
+        "task": case.task.name, "source": case.task.source, "target": case.task.target,
+        "path": case.path.name, "path_label": path_label(case.path),
+        "path_params": json.dumps(case.path.params(), sort_keys=True),
+        "coupling": case.path.coupling, "objective": case.path.objective,
+        "solver": case.solver.method, "solver_label": case.solver.label(),
+        "solver_params": json.dumps(case.solver.params(), sort_keys=True), "seed": case.seed,
+        "n_eval": suite.metrics.n_eval,
+    }
+    rows = []
+    for name, (value, status, reason) in values.items():
+        m = METRICS.get(name)
+        rows.append({**base, "metric": name, "value": value, "unit": m.unit,
+                     "higher_is_better": m.higher_is_better, "metric_version": m.version,
+                     "status": status, "reason": reason})
+    return rows
+
+
+def evaluate(ctx: EvalContext, names: tuple[str, ...]) -> dict[str, tuple[float, str, str]]:
+    out: dict[str, tuple[float, str, str]] = {}
+    for name in names:
+        try:
+            for k, v in compute(name, ctx).items():
+                out[k] = (float(v), "ok", "")
+        except NotApplicable as e:
+            out[name] = (float("nan"), "not_applicable", str(e))
+        except (FloatingPointError, CouplingError, RuntimeError, ValueError) as e:
+            out[name] = (float("nan"), "failed", f"{type(e).__name__}: {e}")
+    return out
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=console, transient=False, disable=not console.is_terminal)
+
+
+def run_suite(suite: Suite, out_dir: str | Path, resume: bool = False,
+              cache_dir: str | Path | None = None, console: Console | None = None) -> pd.DataFrame:
+    console = console or Console(stderr=True)
+    store = ResultStore(out_dir)
+    if store.has_results() and not resume:
+        raise RunError(f"{out_dir} already holds results; pass --resume to finish that run, "
+                       "or --out to write elsewhere")
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    cases = suite.cases()
+    done = store.done_ids()
+    meta = store.read_meta() if resume else {}
+    meta.setdefault("schema_version", 1)
+    meta.update({"suite": suite.name, "suite_file": suite.file, "resolved_suite": suite.raw,
+                 "seeds": list(suite.seeds), "data_seed": suite.data_seed, "git": git_commit(),
+                 "environment": environment(), "n_cases": len(cases), "status": "running"})
+    meta.setdefault("started", now())
+    meta.setdefault("sessions", []).append({"started": now(), "resumed": resume,
+                                            "cases_already_done": len(done & {c.case_id
+                                                                             for c in cases})})
+    store.write_meta(meta)
+
+    by_model: dict[str, list[Case]] = defaultdict(list)
+    for c in cases:
+        by_model[c.model_key].append(c)
+    todo = sum(c.case_id not in done for c in cases)
+    for s in suite.skipped():
+        console.print(f"[yellow]skipped[/] {s}")
+    with _progress(console) as progress:
+        overall = progress.add_task("cases", total=len(cases), completed=len(cases) - todo,
+                                    info="")
+        for mkey, mcases in by_model.items():
+            pending = [c for c in mcases if c.case_id not in done]
+            if not pending:
+                continue
+            first = pending[0]
+            label = f"{first.task.name} {path_label(first.path)} seed {first.seed}"
+            model = build_model(suite, first.seed)
+            file = cache / "models" / f"{mkey}.pt"
+            failure = None
+            if file.exists():
+                train_meta = load_model(file, model)
+            else:
+                bar = progress.add_task(f"train {label}", total=suite.training.steps, info="")
+
+                def on_step(step, loss, bar=bar):
+                    if step % 50 == 0 or step == suite.training.steps:
+                        progress.update(bar, completed=step, info=f"loss {loss:.4f}")
+
+                try:
+                    train_meta = train(
+                        model, first.path, make_coupling(first.path.coupling,
+                                                         **first.path.coupling_params()),
+                        source_sampler(first.task, first.path),
+                        D.DATASETS.get(first.task.target), suite.training, first.seed, on_step)
+                    save_model(file, model, train_meta)
+                except (TrainingFailed, CouplingError) as e:
+                    failure = f"training failed: {type(e).__name__}: {e}"
+                    console.print(f"[red]failed[/] {label}: {failure}")
+                progress.remove_task(bar)
+            sets = eval_sets(suite, first.task, first.path) if failure is None else {}
+            model_cache: dict = {}
+            for case in pending:
+                progress.update(overall, info=f"{label} {case.solver.label()}")
+                if failure is not None:
+                    values = {n: (float("nan"), "failed", failure) for n in suite.metrics.names}
+                else:
+                    ctx = EvalContext(case.path, model, case.solver, gaussian_source=case.task
+                                      .gaussian_source, train_meta=train_meta,
+                                      reference_steps=suite.metrics.reference_steps,
+                                      cache=model_cache, **sets)
+                    values = evaluate(ctx, suite.metrics.names)
+                store.write_case(case.case_id, case_rows(suite, case, values))
+                progress.advance(overall)
+                store.write_table(store.read_rows({c.case_id for c in cases}))
+
+    order = {c.case_id: i for i, c in enumerate(cases)}
+    df = store.read_rows(set(order))
+    df = df.iloc[df["case_id"].map(order).argsort(kind="stable")].reset_index(drop=True)
+    store.write_table(df)
+    meta["sessions"][-1]["finished"] = now()
+    meta.update({"finished": now(), "status": "complete"})
+    store.write_meta(meta)
+    return df
+
+
+def summary_table(df: pd.DataFrame, title: str = "") -> Table:
+    """Rich table: one row per task × path × solver, mean ± std over seeds per metric."""
+    s = summarize(df)
+    metrics = list(dict.fromkeys(s["metric"]))
+    table = Table(title=title)
+    for col in ("task", "path", "solver"):
+        table.add_column(col)
+    for m in metrics:
+        table.add_column(m, justify="right")
+    failed = df[df["status"] == "failed"]
+    for (task, path, solver), grp in s.groupby(["task", "path_label", "solver_label"], sort=False):
+        cells = []
+        by = grp.set_index("metric")
+        for m in metrics:
+            if m in by.index:
+                r = by.loc[m]
+                n_note = f" (n={int(r['n'])})" if r["n"] < df["seed"].nunique() else ""
+                cells.append(f"{r['mean']:.3g} ± {r['std']:.1g}{n_note}")
+            else:
+                cells.append("–")
+        table.add_row(task, path, solver, *cells)
+    if len(failed):
+        table.caption = f"{failed['case_id'].nunique()} case(s) with failed metrics; see results"
+    return table

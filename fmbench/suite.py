@@ -1,0 +1,335 @@
+"""Suite files: TOML → frozen dataclasses, strictly validated, grid expanded into cases.
+
+Any problem raises :class:`SuiteError` naming the file, the key (``path[2].sigma``) and what is
+allowed. See README "Suite file reference" for the schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fmbench.data import DATASETS
+from fmbench.metrics import METRICS
+from fmbench.models import ACTIVATIONS
+from fmbench.paths.couplings import COUPLINGS
+from fmbench.paths.schedules import PATHS, GaussianPath
+from fmbench.registry import Registry, UnknownNameError
+from fmbench.solvers import SOLVERS, SolverSpec
+from fmbench.train import TrainConfig
+
+
+class SuiteError(ValueError):
+    def __init__(self, file: str, key: str, message: str):
+        self.file, self.key, self.message = file, key, message
+        super().__init__(f"{file}: {key}: {message}" if key else f"{file}: {message}")
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    source: str  # "gaussian" or a dataset name
+    target: str
+
+    @property
+    def gaussian_source(self) -> bool:
+        return self.source == "gaussian"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    width: int = 64
+    depth: int = 3
+    activation: str = "selu"
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    names: tuple[str, ...] = ("w2", "npe", "nfe", "sample_time", "train_time")
+    n_eval: int = 1000
+    reference_steps: int = 1000
+
+
+@dataclass(frozen=True)
+class Case:
+    """One model × solver × seed; ``model_key`` identifies the trained model it reuses."""
+
+    task: Task
+    path: GaussianPath
+    solver: SolverSpec
+    seed: int
+    model_key: str
+    case_id: str
+
+
+@dataclass(frozen=True)
+class Suite:
+    file: str
+    name: str
+    description: str
+    seeds: tuple[int, ...]
+    data_seed: int
+    tasks: tuple[Task, ...]
+    model: ModelConfig
+    training: TrainConfig
+    paths: tuple[GaussianPath, ...]
+    solvers: tuple[SolverSpec, ...]
+    metrics: MetricsConfig
+    raw: dict = field(compare=False, hash=False, repr=False, default_factory=dict)
+
+    def skipped(self) -> list[str]:
+        """Task × path combinations left out of the grid, with the reason."""
+        return [
+            f"{p.name} on {t.name}: {p.name} needs a Gaussian source"
+            for t in self.tasks for p in self.paths
+            if p.gaussian_source_only and not t.gaussian_source
+        ]
+
+    def cases(self) -> list[Case]:
+        out = []
+        for task in self.tasks:
+            for path in self.paths:
+                if path.gaussian_source_only and not task.gaussian_source:
+                    continue
+                for seed in self.seeds:
+                    mkey = model_key(task, path, self.model, self.training, seed)
+                    for spec in self.solvers:
+                        cid = _digest({"model": mkey, "solver": spec.label(),
+                                       "metrics": self.metrics.__dict__,
+                                       "data_seed": self.data_seed})
+                        out.append(Case(task, path, spec, seed, mkey, cid))
+        return out
+
+
+TRAIN_CODE_VERSION = 1  # bump when the training loop changes what a given config produces
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def model_key(task: Task, path: GaussianPath, model: ModelConfig, training: TrainConfig,
+              seed: int) -> str:
+    """Hash of everything that influences training (not solvers or metrics)."""
+    return _digest({
+        "source": task.source, "target": task.target, "path": path.name,
+        "path_params": path.params(), "model": model.__dict__, "training": training.__dict__,
+        "seed": seed, "version": TRAIN_CODE_VERSION,
+    })
+
+
+# ----------------------------------------------------------------------------- validation
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+class _V:
+    """Validation helper bound to one file."""
+
+    def __init__(self, file: str):
+        self.file = file
+
+    def err(self, key: str, msg: str) -> SuiteError:
+        return SuiteError(self.file, key, msg)
+
+    def table(self, d, key: str, allowed: set[str], required: set[str] = frozenset()) -> dict:
+        if not isinstance(d, dict):
+            raise self.err(key, "must be a table")
+        for k in d:
+            if k not in allowed:
+                import difflib
+
+                close = difflib.get_close_matches(k, sorted(allowed), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise self.err(f"{key}.{k}" if key else k,
+                               f"unknown key{hint}; allowed: {', '.join(sorted(allowed))}")
+        for k in sorted(required):
+            if k not in d:
+                raise self.err(f"{key}.{k}" if key else k, "is required")
+        return d
+
+    def scalar(self, value, key: str, typ: type, lo=None, hi=None, lo_open=False):
+        ok = isinstance(value, typ) and not (typ is not bool and isinstance(value, bool))
+        if typ is float and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if not ok:
+            raise self.err(key, f"must be {_TYPE_NAMES[typ]}, got {value!r}")
+        if lo is not None and (value <= lo if lo_open else value < lo):
+            raise self.err(key, f"must be {'>' if lo_open else '>='} {lo}, got {value}")
+        if hi is not None and value > hi:
+            raise self.err(key, f"must be <= {hi}, got {value}")
+        return value
+
+    def name(self, value, key: str, registry: Registry, extra: tuple[str, ...] = ()):
+        if not isinstance(value, str):
+            raise self.err(key, f"must be a string, got {value!r}")
+        if value in extra:
+            return value
+        try:
+            registry.get(value)
+        except UnknownNameError as e:
+            raise self.err(key, str(e)) from None
+        return value
+
+    def list_of(self, value, key: str, allow_scalar: bool = True) -> list:
+        if isinstance(value, list):
+            if not value:
+                raise self.err(key, "must not be empty")
+            return value
+        if allow_scalar:
+            return [value]
+        raise self.err(key, f"must be a list, got {value!r}")
+
+
+def _annotation_type(ann) -> type:
+    ann = ann if isinstance(ann, str) else getattr(ann, "__name__", str(ann))
+    return {"float": float, "int": int, "str": str, "bool": bool}.get(ann.split(" ")[0], str)
+
+
+def _build_path(v: _V, entry: dict, key: str) -> GaussianPath:
+    v.table(entry, key, set(entry), {"name"})
+    name = v.name(entry["name"], f"{key}.name", PATHS)
+    cls = PATHS.get(name)
+    fields_ = cls.param_fields()
+    v.table(entry, key, set(fields_) | {"name"})
+    params = {}
+    for k, val in entry.items():
+        if k == "name":
+            continue
+        typ = _annotation_type(fields_[k])
+        params[k] = v.scalar(val, f"{key}.{k}", typ)
+    if "coupling" in params:
+        v.name(params["coupling"], f"{key}.coupling", COUPLINGS)
+    try:
+        return cls(**params)
+    except ValueError as e:
+        raise v.err(key, f"{name}: {e}") from None
+
+
+def _build_solvers(v: _V, entry: dict, key: str) -> list[SolverSpec]:
+    v.table(entry, key, {"name", "steps", "nfe", "rtol", "atol"}, {"name"})
+    names = v.list_of(entry["name"], f"{key}.name")
+    for i, n in enumerate(names):
+        v.name(n, f"{key}.name", SOLVERS)
+    out = []
+    for n in names:
+        info = SOLVERS.get(n)
+        if info.adaptive:
+            for bad in ("steps", "nfe"):
+                if bad in entry:
+                    raise v.err(f"{key}.{bad}", f"{n} is adaptive: give rtol/atol instead")
+            rtols = v.list_of(entry.get("rtol", 1e-5), f"{key}.rtol")
+            atols = v.list_of(entry.get("atol", 1e-5), f"{key}.atol")
+            if len(atols) not in (1, len(rtols)):
+                raise v.err(f"{key}.atol", "must be one number or a list as long as rtol")
+            for j, r in enumerate(rtols):
+                a = atols[j] if len(atols) > 1 else atols[0]
+                out.append(SolverSpec(
+                    n, rtol=v.scalar(r, f"{key}.rtol", float, 0, lo_open=True),
+                    atol=v.scalar(a, f"{key}.atol", float, 0, lo_open=True)))
+        else:
+            for bad in ("rtol", "atol"):
+                if bad in entry:
+                    raise v.err(f"{key}.{bad}", f"{n} is fixed-step: give steps or nfe instead")
+            if ("steps" in entry) == ("nfe" in entry):
+                raise v.err(key, f"{n} is fixed-step: give exactly one of 'steps' or 'nfe'")
+            kind = "steps" if "steps" in entry else "nfe"
+            for val in v.list_of(entry[kind], f"{key}.{kind}"):
+                val = v.scalar(val, f"{key}.{kind}", int, 1)
+                try:
+                    out.append(SolverSpec(n, **{kind: val}))
+                except ValueError as e:
+                    raise v.err(f"{key}.{kind}", str(e)) from None
+    return out
+
+
+SUITE_KEYS = {"suite", "task", "model", "training", "path", "solver", "metrics"}
+
+
+def parse_suite(data: dict, file: str = "<suite>") -> Suite:
+    v = _V(file)
+    v.table(data, "", SUITE_KEYS, {"suite", "task", "path", "solver"})
+    s = v.table(data["suite"], "suite", {"name", "description", "seeds", "data_seed"}, {"name"})
+    name = v.scalar(s["name"], "suite.name", str)
+    seeds = tuple(v.scalar(x, "suite.seeds", int, 0)
+                  for x in v.list_of(s.get("seeds", [0]), "suite.seeds", allow_scalar=False))
+    if len(set(seeds)) != len(seeds):
+        raise v.err("suite.seeds", f"has duplicates: {list(seeds)}")
+
+    tasks = []
+    for i, t in enumerate(v.list_of(data["task"], "task", allow_scalar=False)):
+        key = f"task[{i}]"
+        v.table(t, key, {"name", "source", "target"}, {"target"})
+        src = v.name(t.get("source", "gaussian"), f"{key}.source", DATASETS)
+        tgt = v.name(t["target"], f"{key}.target", DATASETS)
+        label = "N" if src == "gaussian" else src
+        tname = v.scalar(t.get("name", f"{label}->{tgt}"), f"{key}.name", str)
+        tasks.append(Task(tname, src, tgt))
+    if len({t.name for t in tasks}) != len(tasks):
+        raise v.err("task", "task names must be unique")
+
+    m = v.table(data.get("model", {}), "model", {"width", "depth", "activation"})
+    model = ModelConfig(
+        width=v.scalar(m.get("width", 64), "model.width", int, 1),
+        depth=v.scalar(m.get("depth", 3), "model.depth", int, 1),
+        activation=v.name(m.get("activation", "selu"), "model.activation", ACTIVATIONS),
+    )
+
+    tr = data.get("training", {})
+    tfields = TrainConfig.__dataclass_fields__
+    v.table(tr, "training", set(tfields))
+    targs = {}
+    for k, val in tr.items():
+        typ = _annotation_type(tfields[k].type)
+        lo = None if typ is str else 0 if k in ("weight_decay", "grad_clip", "warmup_steps") \
+            else 1e-300
+        targs[k] = v.scalar(val, f"training.{k}", typ, lo)
+    if "optimizer" in targs and targs["optimizer"] not in ("adam", "adamw"):
+        raise v.err("training.optimizer", f"must be 'adam' or 'adamw', got {targs['optimizer']!r}")
+    training = TrainConfig(**targs)
+
+    paths = [_build_path(v, p, f"path[{i}]")
+             for i, p in enumerate(v.list_of(data["path"], "path", allow_scalar=False))]
+    if len({(p.name, json.dumps(p.params(), sort_keys=True)) for p in paths}) != len(paths):
+        raise v.err("path", "the same path with the same parameters is listed twice")
+
+    solvers = []
+    for i, e in enumerate(v.list_of(data["solver"], "solver", allow_scalar=False)):
+        solvers += _build_solvers(v, e, f"solver[{i}]")
+    if len({sp.label() for sp in solvers}) != len(solvers):
+        raise v.err("solver", "the same solver configuration is listed twice")
+
+    mt = v.table(data.get("metrics", {}), "metrics", {"names", "n_eval", "reference_steps"})
+    names = tuple(v.name(n, "metrics.names", METRICS)
+                  for n in v.list_of(mt.get("names", list(MetricsConfig.names)), "metrics.names",
+                                     allow_scalar=False))
+    metrics = MetricsConfig(
+        names=names,
+        n_eval=v.scalar(mt.get("n_eval", 1000), "metrics.n_eval", int, 2),
+        reference_steps=v.scalar(mt.get("reference_steps", 1000), "metrics.reference_steps",
+                                 int, 1),
+    )
+    suite = Suite(
+        file=file, name=name, description=v.scalar(s.get("description", ""), "suite.description",
+                                                    str),
+        seeds=seeds, data_seed=v.scalar(s.get("data_seed", 12345), "suite.data_seed", int, 0),
+        tasks=tuple(tasks), model=model, training=training, paths=tuple(paths),
+        solvers=tuple(solvers), metrics=metrics, raw=data,
+    )
+    if not suite.cases():
+        raise v.err("path", "no case left: every path needs a Gaussian source and no task has one")
+    return suite
+
+
+def load_suite(file: str | Path) -> Suite:
+    file = str(file)
+    try:
+        with open(file, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise SuiteError(file, "", "file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise SuiteError(file, "", f"not valid TOML: {e}") from None
+    return parse_suite(data, file)
