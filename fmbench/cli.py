@@ -77,7 +77,7 @@ def cmd_run(args, console: Console) -> int:
     suite = load_suite(args.suite)
     out = Path(args.out) if args.out else Path("results") / suite.name
     df = run_suite(suite, out, resume=args.resume, cache_dir=args.cache_dir,
-                   console=Console(stderr=True))
+                   console=Console(stderr=True), overwrite=args.overwrite)
     console.print(summary_table(df, title=f"{suite.name}: mean ± std over "
                                           f"{len(suite.seeds)} seed(s)"))
     console.print(f"results: {out}/results.csv ({len(df)} rows); metadata: {out}/run.json")
@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="results directory (default results/<suite name>)")
     r.add_argument("--resume", action="store_true",
                    help="finish an interrupted run in --out, skipping finished cases")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace the results already in --out (trained models stay cached)")
     r.add_argument("--cache-dir", help="trained-model cache (default $FMBENCH_CACHE or "
                                        "~/.cache/fmbench)")
     v = sub.add_parser("validate", help="check a suite file and show its grid")

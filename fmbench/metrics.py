@@ -88,8 +88,8 @@ class EvalContext:
     local: dict = field(default_factory=dict)  # this case's own solves
 
     def velocity(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        tv = t.to(x.dtype).expand(x.shape[0])
-        return self.path.to_velocity(self.model(x, tv), x, tv)
+        tv = t.to(torch.float64).expand(x.shape[0])
+        return self.path.to_velocity(self.model(x, tv.to(x.dtype)), x, tv)
 
     def generate(self) -> tuple[SolveResult, float]:
         if "gen" not in self.local:

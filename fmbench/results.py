@@ -17,7 +17,7 @@ import os
 import platform
 import subprocess
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -49,7 +49,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def git_commit(cwd: str | None = None) -> dict:
@@ -87,6 +87,13 @@ class ResultStore:
 
     def has_results(self) -> bool:
         return self.cases_dir.is_dir() and any(self.cases_dir.glob("*.json"))
+
+    def clear(self) -> None:
+        """Remove this store's own files (case files, results.csv, run.json), nothing else."""
+        for p in self.cases_dir.glob("*.json") if self.cases_dir.is_dir() else []:
+            p.unlink()
+        for name in ("results.csv", "run.json"):
+            (self.dir / name).unlink(missing_ok=True)
 
     def done_ids(self) -> set[str]:
         if not self.cases_dir.is_dir():

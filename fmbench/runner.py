@@ -15,8 +15,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from fmbench import data as D
@@ -119,7 +125,8 @@ def evaluate(ctx: EvalContext, names: tuple[str, ...]) -> dict[str, tuple[float,
                 out[k] = (float(v), "ok", "")
         except NotApplicable as e:
             out[name] = (float("nan"), "not_applicable", str(e))
-        except (FloatingPointError, CouplingError, RuntimeError, ValueError) as e:
+        except (FloatingPointError, CouplingError, RuntimeError, ValueError, AssertionError) as e:
+            # AssertionError: torchdiffeq reports step-size underflow with assert
             out[name] = (float("nan"), "failed", f"{type(e).__name__}: {e}")
     return out
 
@@ -131,12 +138,17 @@ def _progress(console: Console) -> Progress:
 
 
 def run_suite(suite: Suite, out_dir: str | Path, resume: bool = False,
-              cache_dir: str | Path | None = None, console: Console | None = None) -> pd.DataFrame:
+              cache_dir: str | Path | None = None, console: Console | None = None,
+              overwrite: bool = False) -> pd.DataFrame:
     console = console or Console(stderr=True)
     store = ResultStore(out_dir)
+    if resume and overwrite:
+        raise RunError("--resume and --overwrite exclude each other")
+    if store.has_results() and overwrite:
+        store.clear()
     if store.has_results() and not resume:
         raise RunError(f"{out_dir} already holds results; pass --resume to finish that run, "
-                       "or --out to write elsewhere")
+                       "--overwrite to replace it, or --out to write elsewhere")
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     cases = suite.cases()
     done = store.done_ids()

@@ -125,18 +125,20 @@ def solve(
 ) -> SolveResult:
     """Integrate dy/dt = func(t, y) from t0 to t1 (t1 < t0 integrates backwards).
 
+    Times are float64 whatever the state's dtype (float32 times underflow adaptive steps near a
+    stiff end point); ``func`` receives a float64 scalar ``t``.
+
     ``y0`` may be a tensor or a tuple of tensors (augmented states, e.g. log-density).
     With ``trajectory=True`` fixed-step solvers return every step, adaptive ones ``n_saved`` points.
     """
     counted = _Counted(func)
-    dtype = y0[0].dtype if isinstance(y0, tuple) else y0.dtype
     if spec.info.adaptive:
         n_out = n_saved if trajectory else 2
-        ts = torch.linspace(t0, t1, n_out, dtype=torch.float64).to(dtype)
+        ts = torch.linspace(t0, t1, n_out, dtype=torch.float64)
         out = odeint(counted, y0, ts, method=spec.method, rtol=spec.rtol, atol=spec.atol)
     else:
         k = spec.n_steps
-        grid = torch.linspace(t0, t1, k + 1, dtype=torch.float64).to(dtype)
+        grid = torch.linspace(t0, t1, k + 1, dtype=torch.float64)
         # the grid is both the step grid and the output times: exactly k steps
         ts = grid if trajectory else grid[[0, -1]]
         out = odeint(counted, y0, ts, method=spec.method, options={"grid_constructor":

@@ -211,7 +211,7 @@ def _build_path(v: _V, entry: dict, key: str) -> GaussianPath:
 def _build_solvers(v: _V, entry: dict, key: str) -> list[SolverSpec]:
     v.table(entry, key, {"name", "steps", "nfe", "rtol", "atol"}, {"name"})
     names = v.list_of(entry["name"], f"{key}.name")
-    for i, n in enumerate(names):
+    for n in names:
         v.name(n, f"{key}.name", SOLVERS)
     out = []
     for n in names:

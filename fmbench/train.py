@@ -80,7 +80,7 @@ def train(
         eps = torch.randn(x1.shape, generator=gen) if path.needs_eps else None
         xt, ut = path.interpolate(x0, x1, t, eps)
         target = path.regression_target(x0, ut)
-        loss = (model(xt, t) - target).pow(2).mean()
+        loss = (model(xt, t.to(xt.dtype)) - target).pow(2).mean()
         value = loss.item()
         if first is None:
             first = value

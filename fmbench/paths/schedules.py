@@ -30,8 +30,11 @@ OBJECTIVES = ("velocity", "noise")
 
 
 def _bc(coef: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Broadcast an ``(n,)`` coefficient against an ``(n, *dims)`` tensor."""
-    return coef.reshape(coef.shape[0], *([1] * (like.dim() - 1)))
+    """Broadcast an ``(n,)`` coefficient against an ``(n, *dims)`` tensor, in its dtype.
+
+    Coefficients are best computed from float64 times (VP's b(t) near t = 1 cancels badly in
+    float32) and cast here."""
+    return coef.reshape(coef.shape[0], *([1] * (like.dim() - 1))).to(like.dtype)
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,7 @@ class GaussianPath:
         da, db, _ = self.dcoeffs(t)
         return _bc(da / a, x) * x + _bc(db - da * b / a, x) * out
 
-    def sample_t(self, n: int, generator: torch.Generator, dtype=torch.float32) -> torch.Tensor:
+    def sample_t(self, n: int, generator: torch.Generator, dtype=torch.float64) -> torch.Tensor:
         u = torch.rand(n, generator=generator, dtype=dtype)
         return self.t_min + (self.t_max - self.t_min) * u
 
@@ -221,21 +224,23 @@ class VPPath(GaussianPath):
                 f"need 0 <= beta_min <= beta_max, got {self.beta_min}, {self.beta_max}"
             )
 
+    def _T(self, s):
+        return self.beta_min * s + 0.5 * (self.beta_max - self.beta_min) * s**2
+
     def _alpha(self, s):
-        T = self.beta_min * s + 0.5 * (self.beta_max - self.beta_min) * s**2
-        return torch.exp(-0.5 * T)
+        return torch.exp(-0.5 * self._T(s))
 
     def _beta(self, s):
         return self.beta_min + (self.beta_max - self.beta_min) * s
 
     def coeffs(self, t):
         a = self._alpha(1 - t)
-        return a, torch.sqrt(1 - a**2), torch.zeros_like(t)
+        return a, torch.sqrt(-torch.expm1(-self._T(1 - t))), torch.zeros_like(t)
 
     def dcoeffs(self, t):
         a = self._alpha(1 - t)
         da = 0.5 * self._beta(1 - t) * a
-        b = torch.sqrt(1 - a**2)
+        b = torch.sqrt(-torch.expm1(-self._T(1 - t)))
         return da, -a * da / b, torch.zeros_like(t)
 
 
@@ -314,7 +319,7 @@ class SBCFMPath(GaussianPath):
     def coupling_params(self) -> dict:
         return {"replace": self.replace, "reg": 2 * self.sigma**2}
 
-    def sample_t(self, n, generator, dtype=torch.float32):
+    def sample_t(self, n, generator, dtype=torch.float64):
         u = torch.rand(n, generator=generator, dtype=dtype)
         return self.t_eps + (1 - 2 * self.t_eps) * u
 

@@ -1,0 +1,92 @@
+import math
+
+import pytest
+import torch
+
+from fmbench.solvers import SOLVERS, SolverSpec, solve
+
+FIXED = [n for n in SOLVERS.names() if not SOLVERS.get(n).adaptive]
+ADAPTIVE = [n for n in SOLVERS.names() if SOLVERS.get(n).adaptive]
+
+
+class Counter:
+    """An independent call counter around dy/dt = -y·t (solution y0·exp(−t²/2))."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, t, y):
+        self.calls += 1
+        return -y * t.to(y.dtype)
+
+
+def _spec(name, **kw):
+    return SolverSpec(name, **kw) if kw or SOLVERS.get(name).adaptive else SolverSpec(name,
+                                                                                       steps=10)
+
+
+@pytest.mark.parametrize("name", SOLVERS.names())
+def test_nfe_equals_counted_calls(name):
+    f = Counter()
+    res = solve(f, torch.ones(5, 2), _spec(name))
+    assert res.nfe == f.calls > 0
+
+
+@pytest.mark.parametrize("name", FIXED)
+@pytest.mark.parametrize("budget", [12, 24, 100])
+def test_nfe_budget_is_respected_exactly(name, budget):
+    f = Counter()
+    per = SOLVERS.get(name).evals_per_step
+    res = solve(f, torch.ones(3, 2), SolverSpec(name, nfe=budget))
+    assert res.nfe == f.calls == (budget // per) * per
+
+
+@pytest.mark.parametrize("name", FIXED + ADAPTIVE)
+def test_accuracy_on_known_solution(name):
+    spec = SolverSpec(name, steps=200) if name in FIXED else SolverSpec(name, rtol=1e-7,
+                                                                        atol=1e-9)
+    y0 = torch.full((4, 2), 2.0, dtype=torch.float64)
+    res = solve(Counter(), y0, spec)
+    assert torch.allclose(res.y, 2.0 * torch.full_like(y0, math.exp(-0.5)), rtol=1e-2)
+
+
+def test_orders_of_accuracy():
+    """At equal step counts, higher-order methods are more accurate (Euler > midpoint > RK4)."""
+    y0 = torch.ones(1, 1, dtype=torch.float64)
+    exact = math.exp(-0.5)
+    errs = {m: abs(float(solve(Counter(), y0, SolverSpec(m, steps=8)).y) - exact)
+            for m in ("euler", "midpoint", "rk4")}
+    assert errs["euler"] > errs["midpoint"] > errs["rk4"]
+
+
+def test_trajectory_and_backward_integration():
+    y0 = torch.ones(3, 2, dtype=torch.float64)
+    res = solve(Counter(), y0, SolverSpec("rk4", steps=50), trajectory=True)
+    assert res.trajectory.shape == (51, 3, 2)
+    torch.testing.assert_close(res.trajectory[0], y0)
+    back = solve(Counter(), res.y, SolverSpec("rk4", steps=50), t0=1.0, t1=0.0)
+    torch.testing.assert_close(back.y, y0, rtol=1e-8, atol=1e-8)
+    ad = solve(Counter(), y0, SolverSpec("dopri5"), trajectory=True, n_saved=11)
+    assert ad.trajectory.shape == (11, 3, 2)
+
+
+def test_tuple_state_counts_once_per_call():
+    f = Counter()
+
+    def aug(t, s):
+        return f(t, s[0]), torch.zeros_like(s[1])
+
+    res = solve(aug, (torch.ones(2, 2), torch.zeros(2)), SolverSpec("midpoint", nfe=20))
+    assert res.nfe == f.calls == 20
+
+
+@pytest.mark.parametrize("kw,msg", [
+    ({"name": "euler"}, "exactly one of steps or nfe"),
+    ({"name": "euler", "steps": 3, "nfe": 3}, "exactly one"),
+    ({"name": "rk4", "nfe": 3}, "below one rk4 step"),
+    ({"name": "dopri5", "steps": 10}, "adaptive"),
+])
+def test_bad_specs(kw, msg):
+    name = kw.pop("name")
+    with pytest.raises(ValueError, match=msg):
+        SolverSpec(name, **kw)
