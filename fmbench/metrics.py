@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -67,7 +68,13 @@ def w2_exact(x: torch.Tensor, y: torch.Tensor) -> float:
     a = x.reshape(x.shape[0], -1).double().numpy()
     b = y.reshape(y.shape[0], -1).double().numpy()
     cost = ot.dist(a, b)  # squared Euclidean
-    w = ot.emd2(np.full(len(a), 1 / len(a)), np.full(len(b), 1 / len(b)), cost, numItermax=10**7)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        w = ot.emd2(np.full(len(a), 1 / len(a)), np.full(len(b), 1 / len(b)), cost,
+                    numItermax=10**7)
+    for c in caught:
+        if "numItermax" in str(c.message):
+            raise RuntimeError(f"exact OT for W2 did not converge: {c.message}")
     return math.sqrt(max(float(w), 0.0))
 
 
@@ -94,10 +101,16 @@ class EvalContext:
     def generate(self) -> tuple[SolveResult, float]:
         if "gen" not in self.local:
             start = time.perf_counter()
-            with torch.no_grad():
-                res = solve(self.velocity, self.x0_eval, self.spec, self.path.t_min,
-                            self.path.t_max)
+            try:
+                with torch.no_grad():
+                    res = solve(self.velocity, self.x0_eval, self.spec, self.path.t_min,
+                                self.path.t_max)
+            except Exception as e:  # remembered: every metric of this case fails the same way
+                self.local["gen"] = e
+                raise
             self.local["gen"] = (res, time.perf_counter() - start)
+        if isinstance(self.local["gen"], Exception):
+            raise self.local["gen"]
         return self.local["gen"]
 
     def samples(self) -> torch.Tensor:
@@ -113,6 +126,11 @@ class EvalContext:
                 res = solve(self.velocity, self.x0_eval, spec, self.path.t_min, self.path.t_max)
             self.cache["reference"] = res.y
         return self.cache["reference"]
+
+
+def computable_metrics() -> list[str]:
+    """Metric names a suite may ask for (some registered outputs only come with another)."""
+    return sorted(_COMPUTE)
 
 
 def compute(name: str, ctx: EvalContext) -> dict[str, float]:

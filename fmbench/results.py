@@ -96,9 +96,18 @@ class ResultStore:
             (self.dir / name).unlink(missing_ok=True)
 
     def done_ids(self) -> set[str]:
+        """Cases finished without a failed row (failed cases are retried on resume)."""
         if not self.cases_dir.is_dir():
             return set()
-        return {p.stem for p in self.cases_dir.glob("*.json")}
+        done = set()
+        for p in self.cases_dir.glob("*.json"):
+            try:
+                rows = json.loads(p.read_text())["rows"]
+            except (ValueError, KeyError):
+                continue
+            if not any(r["status"] == "failed" for r in rows):
+                done.add(p.stem)
+        return done
 
     def write_case(self, case_id: str, rows: list[dict]) -> None:
         atomic_write_text(self.cases_dir / f"{case_id}.json",

@@ -78,20 +78,28 @@ def eval_sets(suite: Suite, task: Task, path: GaussianPath) -> dict[str, torch.T
 
 def build_model(suite: Suite, seed: int) -> MLP:
     with torch.random.fork_rng():
-        torch.manual_seed(seed)
+        torch.manual_seed(derived_seed(seed, "init"))  # a stream apart from the data generator
         return MLP(2, suite.model.width, suite.model.depth, suite.model.activation)
 
 
 def save_model(file: Path, model: torch.nn.Module, meta: dict) -> None:
     file.parent.mkdir(parents=True, exist_ok=True)
     tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
-    torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp)
+    with open(tmp, "wb") as f:
+        torch.save({"state_dict": model.state_dict(), "meta": meta}, f)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, file)
 
 
-def load_model(file: Path, model: torch.nn.Module) -> dict:
-    ckpt = torch.load(file, map_location="cpu", weights_only=True)
-    model.load_state_dict(ckpt["state_dict"])
+def load_model(file: Path, model: torch.nn.Module) -> dict | None:
+    """Load a cached model; None (and the file removed) if it is unreadable, e.g. truncated."""
+    try:
+        ckpt = torch.load(file, map_location="cpu", weights_only=True)
+        model.load_state_dict(ckpt["state_dict"])
+    except Exception:  # noqa: BLE001 - any unreadable cache entry is retrained
+        file.unlink(missing_ok=True)
+        return None
     model.eval()
     return ckpt["meta"]
 
@@ -181,9 +189,8 @@ def run_suite(suite: Suite, out_dir: str | Path, resume: bool = False,
             model = build_model(suite, first.seed)
             file = cache / "models" / f"{mkey}.pt"
             failure = None
-            if file.exists():
-                train_meta = load_model(file, model)
-            else:
+            train_meta = load_model(file, model) if file.exists() else None
+            if train_meta is None:
                 bar = progress.add_task(f"train {label}", total=suite.training.steps, info="")
 
                 def on_step(step, loss, bar=bar):

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fmbench.data import DATASETS
-from fmbench.metrics import METRICS
+from fmbench.metrics import METRICS, computable_metrics
 from fmbench.models import ACTIVATIONS
 from fmbench.paths.couplings import COUPLINGS
 from fmbench.paths.schedules import PATHS, GaussianPath
@@ -97,14 +98,25 @@ class Suite:
                 for seed in self.seeds:
                     mkey = model_key(task, path, self.model, self.training, seed)
                     for spec in self.solvers:
-                        cid = _digest({"model": mkey, "solver": spec.label(),
+                        cid = _digest({"model": mkey, "task": task.name,
+                                       "solver": spec.label(),
                                        "metrics": self.metrics.__dict__,
                                        "data_seed": self.data_seed})
                         out.append(Case(task, path, spec, seed, mkey, cid))
         return out
 
 
-TRAIN_CODE_VERSION = 1  # bump when the training loop changes what a given config produces
+def _training_code_digest() -> str:
+    """Hash of the source files that decide what a training config produces, so that a change to
+    the training code never reuses a model cached by the old code."""
+    from pathlib import Path as _P
+
+    root = _P(__file__).parent
+    files = ["train.py", "models.py", "data.py", "paths/schedules.py", "paths/couplings.py"]
+    return hashlib.sha256(b"".join((root / f).read_bytes() for f in files)).hexdigest()[:16]
+
+
+TRAIN_CODE_VERSION = _training_code_digest()
 
 
 def _digest(obj) -> str:
@@ -156,6 +168,8 @@ class _V:
             value, ok = float(value), True
         if not ok:
             raise self.err(key, f"must be {_TYPE_NAMES[typ]}, got {value!r}")
+        if typ is float and not math.isfinite(value):
+            raise self.err(key, f"must be a finite number, got {value!r}")
         if lo is not None and (value <= lo if lo_open else value < lo):
             raise self.err(key, f"must be {'>' if lo_open else '>='} {lo}, got {value}")
         if hi is not None and value > hi:
@@ -305,6 +319,13 @@ def parse_suite(data: dict, file: str = "<suite>") -> Suite:
     names = tuple(v.name(n, "metrics.names", METRICS)
                   for n in v.list_of(mt.get("names", list(MetricsConfig.names)), "metrics.names",
                                      allow_scalar=False))
+    for n in names:
+        if n not in computable_metrics():
+            raise v.err("metrics.names", f"{n!r} is reported with another metric, not on its own "
+                                         f"(w2_floor comes with w2); choose from "
+                                         f"{', '.join(computable_metrics())}")
+    if len(set(names)) != len(names):
+        raise v.err("metrics.names", "has duplicates")
     metrics = MetricsConfig(
         names=names,
         n_eval=v.scalar(mt.get("n_eval", 1000), "metrics.n_eval", int, 2),
@@ -332,4 +353,8 @@ def load_suite(file: str | Path) -> Suite:
         raise SuiteError(file, "", "file not found") from None
     except tomllib.TOMLDecodeError as e:
         raise SuiteError(file, "", f"not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise SuiteError(file, "", f"not valid UTF-8 text: {e}") from None
+    except OSError as e:
+        raise SuiteError(file, "", f"cannot be read: {e.strerror or e}") from None
     return parse_suite(data, file)

@@ -130,3 +130,29 @@ def test_ot_lowers_transport_cost_vs_independent():
     ent = cost(make_coupling("entropic-ot", reg=0.02).pair(x0, x1, g))
     assert ex < ind and ent < ind
     assert ex <= ent + 1e-6 or math.isclose(ex, ent, rel_tol=0.05)
+
+
+def test_entropic_pairing_at_tiny_reg_follows_the_plan():
+    """Plan entries underflow in linear scale at reg 2e-3; the draw works in log space and must
+    still give (near-)OT pairs, never random partners."""
+    x0, x1 = _batches(n=256, seed=9)
+    g = torch.Generator().manual_seed(0)
+    p0, p1 = make_coupling("entropic-ot", reg=2e-3).pair(x0, x1, g)
+    n = len(x0)
+    exact = ot.emd2(np.full(n, 1 / n), np.full(n, 1 / n), sq_cost(x0, x1).numpy())
+    per_pair = ((p0.double() - p1.double()) ** 2).sum(1)
+    assert float(per_pair.mean()) <= 1.05 * exact
+    # no pair far off its plan: the worst pair costs no more than the worst exact-OT pair + slack
+    q0, q1 = make_coupling("exact-ot").pair(x0, x1, g)
+    worst_exact = float(((q0.double() - q1.double()) ** 2).sum(1).max())
+    assert float(per_pair.max()) <= worst_exact * 1.5
+
+
+def test_path_coupling_compatibility():
+    from fmbench.paths import make_path
+
+    assert make_path("icfm", coupling="entropic-ot", sigma=0.3).coupling_params()["reg"] == \
+        pytest.approx(0.18)
+    assert "reg" not in make_path("sbcfm", coupling="exact-ot").coupling_params()
+    with pytest.raises(ValueError, match="entropic-ot coupling needs"):
+        make_path("rf", coupling="entropic-ot")

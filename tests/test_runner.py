@@ -178,3 +178,30 @@ def test_overwrite_replaces_results(tiny_suite_file, tmp_path):
     assert main(["run", str(tiny_suite_file), "--out", str(out), "--overwrite"]) == 0
     df = pd.read_csv(out / "results.csv")
     assert not df.duplicated(["case_id", "metric"]).any()
+
+
+def test_failed_cases_are_retried_on_resume(tiny_suite_file, tmp_path, monkeypatch):
+    real = runner.train
+
+    def failing(model, path, *a, **k):
+        if path.name == "otcfm":
+            raise TrainingFailed("transient")
+        return real(model, path, *a, **k)
+
+    monkeypatch.setattr(runner, "train", failing)
+    suite = load_suite(tiny_suite_file)
+    df = run_suite(suite, tmp_path / "out")
+    assert (df[df.path == "otcfm"]["status"] == "failed").all()
+    monkeypatch.setattr(runner, "train", real)
+    df = run_suite(suite, tmp_path / "out", resume=True)
+    assert (df["status"] == "ok").all()
+    assert not df.duplicated(["case_id", "metric"]).any()
+
+
+def test_truncated_model_cache_is_retrained(tiny_suite_file, tmp_path):
+    suite = load_suite(tiny_suite_file)
+    a = run_suite(suite, tmp_path / "a", cache_dir=tmp_path / "c")
+    for f in (tmp_path / "c" / "models").glob("*.pt"):
+        f.write_bytes(f.read_bytes()[:100])
+    b = run_suite(suite, tmp_path / "b", cache_dir=tmp_path / "c")
+    assert _values(a) == _values(b)

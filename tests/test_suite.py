@@ -98,3 +98,32 @@ def test_shipped_suites_validate():
     assert files
     for f in files:
         assert load_suite(f).cases()
+
+
+@pytest.mark.parametrize("old,new,key,msg", [
+    ('"w2", "npe"', '"w2_floor", "npe"', "metrics.names", "comes with w2"),
+    ("sigma = 0.1", "sigma = nan", "path[0].sigma", "finite"),
+    ('name = "icfm"\nsigma = 0.1', 'name = "rf"\ncoupling = "entropic-ot"', "path[0]",
+     "needs a path with sigma > 0"),
+])
+def test_more_validation_errors(tmp_path, old, new, key, msg):
+    p = _write(tmp_path, TINY.replace(old, new, 1))
+    with pytest.raises(SuiteError) as e:
+        load_suite(p)
+    assert e.value.key == key and msg in e.value.message
+
+
+def test_unreadable_files(tmp_path):
+    bad = tmp_path / "bin.toml"
+    bad.write_bytes(b"\xff\xfe\x00name")
+    with pytest.raises(SuiteError, match="UTF-8"):
+        load_suite(bad)
+    with pytest.raises(SuiteError, match="cannot be read"):
+        load_suite(tmp_path)
+
+
+def test_same_data_different_task_names_are_distinct_cases(tmp_path):
+    text = TINY.replace('target = "8gaussians"\n', 'target = "8gaussians"\nname = "A"\n\n'
+                        '[[task]]\nsource = "gaussian"\ntarget = "8gaussians"\nname = "B"\n', 1)
+    cases = load_suite(_write(tmp_path, text)).cases()
+    assert len({c.case_id for c in cases}) == len(cases) == 16

@@ -13,7 +13,7 @@ behaviour), which duplicates some samples and drops others.
   against 2D costs of order 10–100, where plain Sinkhorn underflows). The plan is verified: a
   marginal error above ``tol`` or a non-finite entry raises :class:`CouplingError`, never a silent
   fall-back to independent pairs. Without replacement, rows are visited in random order and each
-  draws its partner from its plan row restricted to the partners still free.
+  draws its partner from its plan row restricted to the partners still free (in log space).
 
 All randomness comes from the ``torch.Generator`` passed in.
 """
@@ -44,26 +44,33 @@ def sq_cost(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
     return torch.cdist(a, b).pow(2)
 
 
-def _pairs_from_plan(
-    plan: torch.Tensor, replace: bool, generator: torch.Generator
+def _pairs_from_log_plan(
+    log_plan: torch.Tensor, replace: bool, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices (i, j) of n pairs drawn from an (n, n) plan."""
-    n = plan.shape[0]
+    """Indices (i, j) of n pairs drawn from an (n, m) plan given by its (unnormalised) logs.
+
+    Working with logs keeps the draw exact where plan entries underflow to 0 in linear scale
+    (entropic plans at small regularisation): without replacement each row takes the Gumbel-max of
+    its log-plan restricted to the free columns, which samples ∝ π_ij among them.
+    """
+    n, m = log_plan.shape
     if replace:
-        flat = plan.reshape(-1).clamp_min(0)
-        k = torch.multinomial(flat / flat.sum(), n, replacement=True, generator=generator)
-        return k // plan.shape[1], k % plan.shape[1]
+        probs = torch.softmax(log_plan.reshape(-1), 0)
+        k = torch.multinomial(probs, n, replacement=True, generator=generator)
+        return k // m, k % m
     order = torch.randperm(n, generator=generator)
-    free = torch.ones(plan.shape[1], dtype=plan.dtype)
+    gumbel = -torch.log(-torch.log(torch.rand(n, m, generator=generator, dtype=torch.float64)
+                                   .clamp_min(1e-300)))
+    scores = log_plan.double() + gumbel
+    taken = torch.zeros(m, dtype=torch.bool)
     cols = torch.empty(n, dtype=torch.long)
     for i in order.tolist():
-        w = plan[i] * free
-        s = w.sum()
-        if not s > 0:  # row mass all on taken columns (possible only for a sparse exact plan)
-            w = free
-        j = int(torch.multinomial(w, 1, generator=generator))
+        row = scores[i].masked_fill(taken, float("-inf"))
+        j = int(row.argmax())
+        if row[j] == float("-inf"):
+            raise CouplingError(f"row {i} of the plan has no mass on the columns still free")
         cols[i] = j
-        free[j] = 0
+        taken[j] = True
     return torch.arange(n), cols
 
 
@@ -72,6 +79,10 @@ class Coupling:
     replace: bool = False
 
     def plan(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+        """The (n, m) transport plan (sums to 1)."""
+        return torch.exp(self.log_plan(x0, x1))
+
+    def log_plan(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def pair(
@@ -80,7 +91,7 @@ class Coupling:
         """Return (x0', x1') paired according to the coupling."""
         if x0.shape[0] != x1.shape[0]:
             raise ValueError(f"batches differ in size: {x0.shape[0]} vs {x1.shape[0]}")
-        i, j = _pairs_from_plan(self.plan(x0, x1), self.replace, generator)
+        i, j = _pairs_from_log_plan(self.log_plan(x0, x1), self.replace, generator)
         return x0[i], x1[j]
 
 
@@ -89,9 +100,9 @@ class Coupling:
 class IndependentCoupling(Coupling):
     """π = p0 ⊗ p1: the batches as drawn (already independent), no re-pairing."""
 
-    def plan(self, x0, x1):
+    def log_plan(self, x0, x1):
         n, m = x0.shape[0], x1.shape[0]
-        return torch.full((n, m), 1.0 / (n * m), dtype=torch.float64)
+        return torch.full((n, m), -math.log(n * m), dtype=torch.float64)
 
     def pair(self, x0, x1, generator):
         if x0.shape[0] != x1.shape[0]:
@@ -119,12 +130,15 @@ class ExactOTCoupling(Coupling):
     def plan(self, x0, x1):
         return torch.from_numpy(self._emd(sq_cost(x0, x1)))
 
+    def log_plan(self, x0, x1):
+        return torch.log(self.plan(x0, x1))
+
     def pair(self, x0, x1, generator):
         if x0.shape[0] != x1.shape[0]:
             raise ValueError(f"batches differ in size: {x0.shape[0]} vs {x1.shape[0]}")
         plan = self.plan(x0, x1)
         if self.replace:
-            i, j = _pairs_from_plan(plan, True, generator)
+            i, j = _pairs_from_log_plan(torch.log(plan), True, generator)
             return x0[i], x1[j]
         # a vertex of the Birkhoff polytope: one non-zero per row
         j = plan.argmax(dim=1)
@@ -149,12 +163,12 @@ class EntropicOTCoupling(Coupling):
         if not self.reg > 0:
             raise ValueError(f"reg must be > 0, got {self.reg}")
 
-    def plan(self, x0, x1):
-        return sinkhorn_log(sq_cost(x0, x1), self.reg, self.tol, self.max_iter)
+    def log_plan(self, x0, x1):
+        return sinkhorn_log(sq_cost(x0, x1), self.reg, self.tol, self.max_iter, log=True)
 
 
 def sinkhorn_log(cost: torch.Tensor, reg: float, tol: float = 1e-2,
-                 max_iter: int = 20_000) -> torch.Tensor:
+                 max_iter: int = 20_000, log: bool = False) -> torch.Tensor:
     """Entropic OT plan with uniform marginals by log-domain Sinkhorn with ε-scaling.
 
     The dual potentials (f, g) are updated with logsumexp, so nothing underflows however small
@@ -188,13 +202,13 @@ def sinkhorn_log(cost: torch.Tensor, reg: float, tol: float = 1e-2,
             g = eps * log_b - eps * torch.logsumexp((f[:, None] - cost) / eps, 0)
             if err < (tol if final else max(tol, 0.1)):
                 break
-    plan = torch.exp((f[:, None] + g[None, :] - cost) / reg)
-    if not torch.isfinite(plan).all():
+    log_plan = (f[:, None] + g[None, :] - cost) / reg
+    if not torch.isfinite(log_plan).all():
         raise CouplingError(f"entropic OT (reg={reg}) produced non-finite entries")
     if not err < tol:
         raise CouplingError(f"entropic OT (reg={reg}) did not reach marginal tolerance {tol} in "
                             f"{max_iter} iterations (error {err:.3g})")
-    return plan
+    return log_plan if log else torch.exp(log_plan)
 
 
 def make_coupling(name: str, **params) -> Coupling:

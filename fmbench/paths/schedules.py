@@ -70,6 +70,17 @@ class GaussianPath:
                 f"objective must be one of {list(self.supported_objectives)}, got {self.objective!r}"
             )
         self.check()
+        self.coupling_params()  # raises for a coupling this path cannot parameterise
+
+    def coupling_params(self) -> dict:
+        """Keyword arguments for the coupling: entropic OT takes reg = 2σ² from the path's σ."""
+        if self.coupling != "entropic-ot":
+            return {"replace": self.replace}
+        sigma = getattr(self, "sigma", None)
+        if sigma is None or not sigma > 0:
+            raise ValueError("the entropic-ot coupling needs a path with sigma > 0 "
+                             "(its regularisation is 2·sigma²)")
+        return {"replace": self.replace, "reg": 2 * sigma**2}
 
     def check(self) -> None:
         """Raise ValueError for out-of-range parameters (overridden where there are any)."""
@@ -85,10 +96,6 @@ class GaussianPath:
     @classmethod
     def param_fields(cls) -> dict[str, type]:
         return {f.name: f.type for f in fields(cls)}
-
-    def coupling_params(self) -> dict:
-        """Parameters passed to the coupling (entropic OT takes its regularisation from σ)."""
-        return {"replace": self.replace}
 
     def interpolate(
         self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor, eps: torch.Tensor | None = None
@@ -315,9 +322,6 @@ class SBCFMPath(GaussianPath):
     @property
     def needs_eps(self) -> bool:
         return True
-
-    def coupling_params(self) -> dict:
-        return {"replace": self.replace, "reg": 2 * self.sigma**2}
 
     def sample_t(self, n, generator, dtype=torch.float64):
         u = torch.rand(n, generator=generator, dtype=dtype)
