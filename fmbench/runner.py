@@ -193,9 +193,10 @@ def run_suite(suite: Suite, out_dir: str | Path, resume: bool = False,
             if train_meta is None:
                 bar = progress.add_task(f"train {label}", total=suite.training.steps, info="")
 
-                def on_step(step, loss, bar=bar):
+                def on_step(step, loss, rate, bar=bar):
                     if step % 50 == 0 or step == suite.training.steps:
-                        progress.update(bar, completed=step, info=f"loss {loss:.4f}")
+                        progress.update(bar, completed=step,
+                                        info=f"loss {loss:.4f} · {rate:,.0f} samples/s")
 
                 try:
                     train_meta = train(

@@ -297,12 +297,17 @@ def parse_suite(data: dict, file: str = "<suite>") -> Suite:
     targs = {}
     for k, val in tr.items():
         typ = _annotation_type(tfields[k].type)
-        lo = None if typ is str else 0 if k in ("weight_decay", "grad_clip", "warmup_steps") \
+        lo = None if typ in (str, bool) else 0 if k in (
+            "weight_decay", "grad_clip", "warmup_steps", "ema_decay", "checkpoint_every") \
             else 1e-300
         targs[k] = v.scalar(val, f"training.{k}", typ, lo)
     if "optimizer" in targs and targs["optimizer"] not in ("adam", "adamw"):
         raise v.err("training.optimizer", f"must be 'adam' or 'adamw', got {targs['optimizer']!r}")
     training = TrainConfig(**targs)
+    try:
+        training.check()
+    except ValueError as e:
+        raise v.err("training", str(e)) from None
 
     paths = [_build_path(v, p, f"path[{i}]")
              for i, p in enumerate(v.list_of(data["path"], "path", allow_scalar=False))]
