@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
 from collections import defaultdict
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +28,8 @@ from rich.progress import (
 from rich.table import Table
 
 from fmbench import data as D
+from fmbench.image_data import DataError
+from fmbench.image_tasks import image_sampler, load_split
 from fmbench.metrics import METRICS, EvalContext, NotApplicable, compute
 from fmbench.models import MLP
 from fmbench.paths.couplings import CouplingError, make_coupling
@@ -33,6 +37,7 @@ from fmbench.paths.schedules import GaussianPath
 from fmbench.results import ResultStore, environment, git_commit, now, summarize
 from fmbench.suite import Case, Suite, Task
 from fmbench.train import TrainingFailed, train
+from fmbench.unet import UNet
 
 
 class RunError(RuntimeError):
@@ -55,31 +60,77 @@ def path_label(path: GaussianPath) -> str:
     return path.name + (f"({','.join(f'{k}={v}' for k, v in diff.items())})" if diff else "")
 
 
-def source_sampler(task: Task, path: GaussianPath):
-    if task.gaussian_source:
-        scale = path.source_scale
-        return lambda n, g: scale * torch.randn(n, 2, generator=g)
-    return D.DATASETS.get(task.source)
+@dataclass
+class TaskData:
+    """A task's data: 2D samplers, or an image dataset's train and test splits (uint8)."""
+
+    task: Task
+    shape: tuple[int, ...]
+    train_images: torch.Tensor | None = None
+    test_images: torch.Tensor | None = None
+
+    @classmethod
+    def load(cls, task: Task) -> TaskData:
+        if not task.is_image:
+            return cls(task, (2,))
+        opts = task.opts()
+        train = load_split(task.target, opts, "train").images
+        test = load_split(task.target, opts, "test").images
+        return cls(task, tuple(train.shape[1:]), train, test)
+
+    def source(self, path: GaussianPath):
+        if self.task.gaussian_source:
+            scale, shape = path.source_scale, self.shape
+            return lambda n, g: scale * torch.randn(n, *shape, generator=g)
+        return D.DATASETS.get(self.task.source)
+
+    def target(self):
+        if self.task.is_image:
+            return image_sampler(self.train_images, bool(self.task.opts().get("hflip", True)))
+        return D.DATASETS.get(self.task.target)
 
 
-def eval_sets(suite: Suite, task: Task, path: GaussianPath) -> dict[str, torch.Tensor]:
+def device_for(task: Task) -> torch.device:
+    """Image tasks use the GPU when there is one; 2D tasks always run on the CPU."""
+    return torch.device("cuda" if task.is_image and torch.cuda.is_available() else "cpu")
+
+
+def eval_sets(suite: Suite, td: TaskData, path: GaussianPath) -> dict[str, torch.Tensor]:
     """Fixed per task (common random numbers across paths, solvers and training seeds)."""
     n = suite.metrics.n_eval
+    task = td.task
 
     def g(role):
         return torch.Generator().manual_seed(derived_seed(suite.data_seed, task.name, role))
 
+    dev = device_for(task)
+    if task.is_image:
+        empty = torch.empty(0)
+        return {"x0_eval": td.source(path)(n, g("source")).to(dev), "x1_test": empty,
+                "x1_floor": empty}
     return {
-        "x0_eval": source_sampler(task, path)(n, g("source")),
+        "x0_eval": td.source(path)(n, g("source")),
         "x1_test": D.DATASETS.get(task.target)(n, g("test")),
         "x1_floor": D.DATASETS.get(task.target)(n, g("floor")),
     }
 
 
-def build_model(suite: Suite, seed: int) -> MLP:
+def build_model(suite: Suite, seed: int, shape: tuple[int, ...]) -> torch.nn.Module:
     with torch.random.fork_rng():
         torch.manual_seed(derived_seed(seed, "init"))  # a stream apart from the data generator
+        if suite.model.kind == "unet":
+            return UNet(shape[0], shape[1], suite.model.unet)
         return MLP(2, suite.model.width, suite.model.depth, suite.model.activation)
+
+
+def save_sample_grid(file: Path, samples: torch.Tensor, n: int = 64) -> None:
+    from torchvision.utils import save_image
+
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_name(f".{file.stem}.{os.getpid()}.tmp.png")
+    grid = (samples[:n].detach().float().cpu().clamp(-1, 1) + 1) / 2
+    save_image(grid, tmp, nrow=int(math.ceil(math.sqrt(min(n, len(grid))))))
+    os.replace(tmp, file)
 
 
 def save_model(file: Path, model: torch.nn.Module, meta: dict) -> None:
@@ -133,7 +184,8 @@ def evaluate(ctx: EvalContext, names: tuple[str, ...]) -> dict[str, tuple[float,
                 out[k] = (float(v), "ok", "")
         except NotApplicable as e:
             out[name] = (float("nan"), "not_applicable", str(e))
-        except (FloatingPointError, CouplingError, RuntimeError, ValueError, AssertionError) as e:
+        except (FloatingPointError, CouplingError, RuntimeError, ValueError, AssertionError,
+                OSError) as e:
             # AssertionError: torchdiffeq reports step-size underflow with assert
             out[name] = (float("nan"), "failed", f"{type(e).__name__}: {e}")
     return out
@@ -171,6 +223,7 @@ def run_suite(suite: Suite, out_dir: str | Path, resume: bool = False,
                                                                              for c in cases})})
     store.write_meta(meta)
 
+    task_cache: dict[str, TaskData] = {}
     by_model: dict[str, list[Case]] = defaultdict(list)
     for c in cases:
         by_model[c.model_key].append(c)
@@ -186,11 +239,20 @@ def run_suite(suite: Suite, out_dir: str | Path, resume: bool = False,
                 continue
             first = pending[0]
             label = f"{first.task.name} {path_label(first.path)} seed {first.seed}"
-            model = build_model(suite, first.seed)
-            file = cache / "models" / f"{mkey}.pt"
             failure = None
-            train_meta = load_model(file, model) if file.exists() else None
-            if train_meta is None:
+            try:
+                if first.task.name not in task_cache:
+                    task_cache[first.task.name] = TaskData.load(first.task)
+                td = task_cache[first.task.name]
+            except (DataError, OSError) as e:
+                td, failure = None, f"data: {e}"
+                console.print(f"[red]failed[/] {label}: {failure}")
+            dev = device_for(first.task)
+            model = build_model(suite, first.seed, td.shape if td else (2,)).to(dev)
+            file = cache / "models" / f"{mkey}.pt"
+            train_meta = load_model(file, model) if file.exists() and td else None
+            if train_meta is None and failure is None:
+                ckpt = cache / "checkpoints" / f"{mkey}.pt"
                 bar = progress.add_task(f"train {label}", total=suite.training.steps, info="")
 
                 def on_step(step, loss, rate, bar=bar):
@@ -202,14 +264,19 @@ def run_suite(suite: Suite, out_dir: str | Path, resume: bool = False,
                     train_meta = train(
                         model, first.path, make_coupling(first.path.coupling,
                                                          **first.path.coupling_params()),
-                        source_sampler(first.task, first.path),
-                        D.DATASETS.get(first.task.target), suite.training, first.seed, on_step)
+                        td.source(first.path), td.target(), suite.training, first.seed, on_step,
+                        checkpoint=ckpt if suite.training.checkpoint_every else None, device=dev)
                     save_model(file, model, train_meta)
+                    ckpt.unlink(missing_ok=True)
                 except (TrainingFailed, CouplingError) as e:
                     failure = f"training failed: {type(e).__name__}: {e}"
                     console.print(f"[red]failed[/] {label}: {failure}")
                 progress.remove_task(bar)
-            sets = eval_sets(suite, first.task, first.path) if failure is None else {}
+            sets = eval_sets(suite, td, first.path) if failure is None else {}
+            extras = {"is_image": first.task.is_image, "task": first.task, "device": dev,
+                      "metrics": suite.metrics, "cache_dir": cache}
+            if td is not None and first.task.is_image:
+                extras.update(train_images=td.train_images, test_images_fid=td.test_images)
             model_cache: dict = {}
             for case in pending:
                 progress.update(overall, info=f"{label} {case.solver.label()}")
@@ -219,8 +286,16 @@ def run_suite(suite: Suite, out_dir: str | Path, resume: bool = False,
                     ctx = EvalContext(case.path, model, case.solver, gaussian_source=case.task
                                       .gaussian_source, train_meta=train_meta,
                                       reference_steps=suite.metrics.reference_steps,
-                                      cache=model_cache, **sets)
+                                      solver_mse_n=suite.metrics.solver_mse_n,
+                                      eval_batch=suite.metrics.eval_batch,
+                                      cache=model_cache, extras=extras, **sets)
                     values = evaluate(ctx, suite.metrics.names)
+                    gen = ctx.local.get("gen")
+                    if case.task.is_image and isinstance(gen, tuple):
+                        name = re.sub(r"[^A-Za-z0-9_.@=-]+", "_", f"{case.task.name}-"
+                                      f"{path_label(case.path)}-{case.solver.label()}-"
+                                      f"seed{case.seed}")
+                        save_sample_grid(store.dir / "samples" / f"{name}.png", gen[0].y)
                 store.write_case(case.case_id, case_rows(suite, case, values))
                 progress.advance(overall)
                 store.write_table(store.read_rows({c.case_id for c in cases}))

@@ -13,7 +13,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import fmbench.image_metrics  # noqa: F401  (registers fid, kid, bpd)
 from fmbench.data import DATASETS
+from fmbench.image_tasks import IMAGE_DATASETS
 from fmbench.metrics import METRICS, computable_metrics
 from fmbench.models import ACTIVATIONS
 from fmbench.paths.couplings import COUPLINGS
@@ -21,6 +23,7 @@ from fmbench.paths.schedules import PATHS, GaussianPath
 from fmbench.registry import Registry, UnknownNameError
 from fmbench.solvers import SOLVERS, SolverSpec
 from fmbench.train import TrainConfig
+from fmbench.unet import PRESETS, UNetConfig
 
 
 class SuiteError(ValueError):
@@ -34,17 +37,27 @@ class Task:
     name: str
     source: str  # "gaussian" or a dataset name
     target: str
+    options: tuple[tuple[str, object], ...] = ()  # image datasets: root, n_train, hflip, …
 
     @property
     def gaussian_source(self) -> bool:
         return self.source == "gaussian"
 
+    @property
+    def is_image(self) -> bool:
+        return self.target in IMAGE_DATASETS
+
+    def opts(self) -> dict:
+        return dict(self.options)
+
 
 @dataclass(frozen=True)
 class ModelConfig:
+    kind: str = "mlp"  # mlp (2D) | unet (images)
     width: int = 64
     depth: int = 3
     activation: str = "selu"
+    unet: UNetConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +65,16 @@ class MetricsConfig:
     names: tuple[str, ...] = ("w2", "npe", "nfe", "sample_time", "train_time")
     n_eval: int = 1000
     reference_steps: int = 1000
+    solver_mse_n: int = 0  # noise samples for solver_mse (0 = n_eval)
+    eval_batch: int = 1000
+    fid_ref_n: int = 0  # training images for FID reference statistics (0 = the whole split)
+    feature_extractor: str = "inception-v3-compat"
+    inception_weights: str = ""
+    kid_subset_size: int = 1000
+    bpd_n: int = 1000
+    bpd_k: int = 1
+    bpd_probes: int = 1
+    bpd_rtol: float = 1e-5
 
 
 @dataclass(frozen=True)
@@ -127,7 +150,8 @@ def model_key(task: Task, path: GaussianPath, model: ModelConfig, training: Trai
               seed: int) -> str:
     """Hash of everything that influences training (not solvers or metrics)."""
     return _digest({
-        "source": task.source, "target": task.target, "path": path.name,
+        "source": task.source, "target": task.target, "task_options": task.options,
+        "path": path.name,
         "path_params": path.params(), "model": model.__dict__, "training": training.__dict__,
         "seed": seed, "version": TRAIN_CODE_VERSION,
     })
@@ -262,6 +286,72 @@ def _build_solvers(v: _V, entry: dict, key: str) -> list[SolverSpec]:
 SUITE_KEYS = {"suite", "task", "model", "training", "path", "solver", "metrics"}
 
 
+def _build_task(v: _V, t: dict, key: str) -> Task:
+    v.table(t, key, set(t), {"target"})
+    tgt = t["target"]
+    if isinstance(tgt, str) and tgt in IMAGE_DATASETS:
+        spec = IMAGE_DATASETS.get(tgt).options
+        v.table(t, key, {"name", "source", "target", *spec})
+        if t.get("source", "gaussian") != "gaussian":
+            raise v.err(f"{key}.source", "image tasks take a Gaussian source")
+        opts = {}
+        for opt, (typ, default) in spec.items():
+            if opt in t:
+                lo = 0 if typ is int else None
+                opts[opt] = v.scalar(t[opt], f"{key}.{opt}", typ, lo)
+            elif default is None and not (tgt == "npz" and opt == "test"):
+                raise v.err(f"{key}.{opt}", f"is required for {tgt}")
+            else:
+                opts[opt] = default
+        if tgt == "npz" and not opts.get("test"):
+            opts["test"] = opts["root"]
+        name = v.scalar(t.get("name", tgt), f"{key}.name", str)
+        return Task(name, "gaussian", tgt, tuple(sorted(opts.items())))
+    v.table(t, key, {"name", "source", "target"})
+    src = v.name(t.get("source", "gaussian"), f"{key}.source", DATASETS)
+    try:
+        tgt = v.name(tgt, f"{key}.target", DATASETS)
+    except SuiteError as e:
+        raise v.err(e.key, e.message.replace("Known datasets:", "Known 2D datasets:") +
+                    f" Image datasets: {', '.join(IMAGE_DATASETS.names())}.") from None
+    label = "N" if src == "gaussian" else src
+    return Task(v.scalar(t.get("name", f"{label}->{tgt}"), f"{key}.name", str), src, tgt)
+
+
+UNET_KEYS = {"channels": int, "num_res_blocks": int, "num_head_channels": int, "dropout": float}
+
+
+def _build_model(v: _V, m: dict) -> ModelConfig:
+    v.table(m, "model", set(m))
+    kind = m.get("kind", "mlp")
+    if kind not in ("mlp", "unet"):
+        raise v.err("model.kind", f"must be 'mlp' or 'unet', got {kind!r}")
+    if kind == "mlp":
+        v.table(m, "model", {"kind", "width", "depth", "activation"})
+        return ModelConfig(
+            kind="mlp", width=v.scalar(m.get("width", 64), "model.width", int, 1),
+            depth=v.scalar(m.get("depth", 3), "model.depth", int, 1),
+            activation=v.name(m.get("activation", "selu"), "model.activation", ACTIVATIONS))
+    v.table(m, "model", {"kind", "preset", "channel_mult", "attention_resolutions", *UNET_KEYS})
+    preset = m.get("preset", "cifar-tong")
+    if preset not in PRESETS:
+        raise v.err("model.preset", f"unknown preset {preset!r}; choose from "
+                                    f"{', '.join(sorted(PRESETS))}")
+    over = {k: v.scalar(m[k], f"model.{k}", typ, 0) for k, typ in UNET_KEYS.items() if k in m}
+    for k in ("channel_mult", "attention_resolutions"):
+        if k in m:
+            vals = m[k] if isinstance(m[k], list) else None
+            if vals is None:
+                raise v.err(f"model.{k}", "must be a list of integers")
+            over[k] = tuple(v.scalar(x, f"model.{k}", int, 1) for x in vals)
+    from dataclasses import replace
+
+    cfg = replace(PRESETS[preset], **over)
+    if cfg.channels % 32:
+        raise v.err("model.channels", f"must be a multiple of 32, got {cfg.channels}")
+    return ModelConfig(kind="unet", unet=cfg)
+
+
 def parse_suite(data: dict, file: str = "<suite>") -> Suite:
     v = _V(file)
     v.table(data, "", SUITE_KEYS, {"suite", "task", "path", "solver"})
@@ -272,24 +362,15 @@ def parse_suite(data: dict, file: str = "<suite>") -> Suite:
     if len(set(seeds)) != len(seeds):
         raise v.err("suite.seeds", f"has duplicates: {list(seeds)}")
 
-    tasks = []
-    for i, t in enumerate(v.list_of(data["task"], "task", allow_scalar=False)):
-        key = f"task[{i}]"
-        v.table(t, key, {"name", "source", "target"}, {"target"})
-        src = v.name(t.get("source", "gaussian"), f"{key}.source", DATASETS)
-        tgt = v.name(t["target"], f"{key}.target", DATASETS)
-        label = "N" if src == "gaussian" else src
-        tname = v.scalar(t.get("name", f"{label}->{tgt}"), f"{key}.name", str)
-        tasks.append(Task(tname, src, tgt))
+    tasks = [_build_task(v, t, f"task[{i}]")
+             for i, t in enumerate(v.list_of(data["task"], "task", allow_scalar=False))]
     if len({t.name for t in tasks}) != len(tasks):
         raise v.err("task", "task names must be unique")
-
-    m = v.table(data.get("model", {}), "model", {"width", "depth", "activation"})
-    model = ModelConfig(
-        width=v.scalar(m.get("width", 64), "model.width", int, 1),
-        depth=v.scalar(m.get("depth", 3), "model.depth", int, 1),
-        activation=v.name(m.get("activation", "selu"), "model.activation", ACTIVATIONS),
-    )
+    model = _build_model(v, data.get("model", {}))
+    for i, t in enumerate(tasks):
+        want = "unet" if t.is_image else "mlp"
+        if model.kind != want:
+            raise v.err("model.kind", f"task[{i}] ({t.name}) needs kind = {want!r}")
 
     tr = data.get("training", {})
     tfields = TrainConfig.__dataclass_fields__
@@ -320,7 +401,8 @@ def parse_suite(data: dict, file: str = "<suite>") -> Suite:
     if len({sp.label() for sp in solvers}) != len(solvers):
         raise v.err("solver", "the same solver configuration is listed twice")
 
-    mt = v.table(data.get("metrics", {}), "metrics", {"names", "n_eval", "reference_steps"})
+    mfields = {f: MetricsConfig.__dataclass_fields__[f].type for f in MetricsConfig.__dataclass_fields__}
+    mt = v.table(data.get("metrics", {}), "metrics", set(mfields))
     names = tuple(v.name(n, "metrics.names", METRICS)
                   for n in v.list_of(mt.get("names", list(MetricsConfig.names)), "metrics.names",
                                      allow_scalar=False))
@@ -331,12 +413,22 @@ def parse_suite(data: dict, file: str = "<suite>") -> Suite:
                                          f"{', '.join(computable_metrics())}")
     if len(set(names)) != len(names):
         raise v.err("metrics.names", "has duplicates")
-    metrics = MetricsConfig(
-        names=names,
-        n_eval=v.scalar(mt.get("n_eval", 1000), "metrics.n_eval", int, 2),
-        reference_steps=v.scalar(mt.get("reference_steps", 1000), "metrics.reference_steps",
-                                 int, 1),
-    )
+    margs: dict = {"names": names}
+    for k, val in mt.items():
+        if k == "names":
+            continue
+        typ = _annotation_type(mfields[k])
+        lo = None if typ is str else 2 if k == "n_eval" else 1 if k in (
+            "reference_steps", "eval_batch", "kid_subset_size", "bpd_n", "bpd_k", "bpd_probes") \
+            else 0
+        margs[k] = v.scalar(val, f"metrics.{k}", typ, lo, lo_open=(typ is float))
+    metrics = MetricsConfig(**margs)
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    if metrics.feature_extractor not in FEATURE_EXTRACTORS_REGISTRY:
+        raise v.err("metrics.feature_extractor",
+                    f"unknown torch-fidelity feature extractor {metrics.feature_extractor!r}; "
+                    f"registered: {', '.join(sorted(FEATURE_EXTRACTORS_REGISTRY))}")
     suite = Suite(
         file=file, name=name, description=v.scalar(s.get("description", ""), "suite.description",
                                                     str),

@@ -1,0 +1,143 @@
+"""Image metrics: FID (with its train-vs-test floor), KID and bits/dim.
+
+- ``fid``: FID between n_eval generated images and the training split (``fid_ref_n`` images, all by
+  default), torch-fidelity's Inception pool3 features; ``fid_floor`` is the FID of n_eval TEST
+  images against the same reference: what a perfect model scores at this sample count (FID is biased
+  in n). Reference features are cached on disk per dataset, split, count and extractor.
+- ``kid``: KID (polynomial-kernel unbiased MMD², torch-fidelity) of the same features, subsets of
+  ``kid_subset_size``; ``kid_std`` is its spread over subsets.
+- ``bpd``: bits/dim of ``bpd_n`` test images (:mod:`fmbench.likelihood`): dopri5 at
+  rtol = atol = ``bpd_rtol``, ``bpd_k`` dequantisation importance samples, ``bpd_probes`` Hutchinson
+  probes. Gaussian source only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fmbench import fid as F
+from fmbench.image_data import to_uint8
+from fmbench.likelihood import bits_per_dim
+from fmbench.metrics import METRICS, EvalContext, MetricDef, NotApplicable, metric
+from fmbench.solvers import SolverSpec
+
+for _name, _unit, _desc in [
+    ("fid_floor", "", "FID of n_eval test images against the same training reference (floor)"),
+    ("kid_std", "", "standard deviation of KID over subsets"),
+]:
+    METRICS.register(_name)(MetricDef(_name, _unit, False, _desc))
+
+_EXTRACTORS: dict[tuple, torch.nn.Module] = {}
+
+
+def _image_ctx(ctx: EvalContext) -> dict:
+    if not ctx.extras.get("is_image"):
+        raise NotApplicable("image metric on a non-image task")
+    return ctx.extras
+
+
+def extractor(ctx: EvalContext) -> torch.nn.Module:
+    ex = _image_ctx(ctx)
+    m = ex["metrics"]
+    key = (m.feature_extractor, m.inception_weights, str(ex["device"]))
+    if key not in _EXTRACTORS:
+        feature = ("2048" if m.feature_extractor == F.INCEPTION_EXTRACTOR
+                   else _default_feature(m.feature_extractor))
+        _EXTRACTORS[key] = F.make_extractor(m.feature_extractor, m.inception_weights or None,
+                                            feature=feature).to(ex["device"])
+    return _EXTRACTORS[key]
+
+
+def _default_feature(name: str) -> str:
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    return FEATURE_EXTRACTORS_REGISTRY[name].get_default_feature_layer_for_metric("fid")
+
+
+def _weights_id(m) -> str:
+    if m.feature_extractor != F.INCEPTION_EXTRACTOR:
+        return m.feature_extractor
+    p = F.resolve_inception_weights(m.inception_weights or None)
+    return f"inception-{p.stat().st_size}"
+
+
+def cached_features(ctx: EvalContext, split: str, n: int) -> torch.Tensor:
+    """Features of the first n images of a split, cached on disk (atomic writes)."""
+    ex = _image_ctx(ctx)
+    images = ex["train_images"] if split == "train" else ex["test_images_fid"]
+    n = min(n or len(images), len(images))
+    task = ex["task"]
+    ident = json.dumps({"target": task.target, "options": task.options, "split": split, "n": n,
+                        "extractor": _weights_id(ex["metrics"])}, sort_keys=True, default=str)
+    digest = hashlib.sha256(ident.encode()).hexdigest()[:12]
+    file = Path(ex["cache_dir"]) / "features" / f"{task.target}-{split}-{n}-{digest}.npz"
+    mem = ctx.cache.setdefault("features", {})
+    if file.name in mem:
+        return mem[file.name]
+    if file.exists():
+        feats = torch.from_numpy(np.load(file)["features"])
+    else:
+        feats = F.extract_features(extractor(ctx), images[:n], ex["metrics"].eval_batch)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, features=feats.float().numpy(), ident=ident)
+        os.replace(tmp, file)
+    mem[file.name] = feats.double()
+    return mem[file.name]
+
+
+def generated_features(ctx: EvalContext) -> torch.Tensor:
+    if "gen_features" not in ctx.local:
+        ex = _image_ctx(ctx)
+        ctx.local["gen_features"] = F.extract_features(
+            extractor(ctx), to_uint8(ctx.samples()).cpu(), ex["metrics"].eval_batch)
+    return ctx.local["gen_features"]
+
+
+@metric("fid", "", False, "FID against the training split (with fid_floor), n_eval samples")
+def _fid(ctx: EvalContext) -> dict[str, float]:
+    m = _image_ctx(ctx)["metrics"]
+    ref = F.statistics(cached_features(ctx, "train", m.fid_ref_n))
+    gen = F.fid_from_statistics(F.statistics(generated_features(ctx)), ref)
+    if "fid_floor" not in ctx.cache:
+        test = cached_features(ctx, "test", m.n_eval)
+        ctx.cache["fid_floor"] = F.fid_from_statistics(F.statistics(test), ref)
+    return {"fid": gen, "fid_floor": ctx.cache["fid_floor"]}
+
+
+@metric("kid", "", False, "KID against the training split (with kid_std)")
+def _kid(ctx: EvalContext) -> dict[str, float]:
+    m = _image_ctx(ctx)["metrics"]
+    gen = generated_features(ctx)
+    ref = cached_features(ctx, "train", m.fid_ref_n)
+    size = min(m.kid_subset_size, len(gen), len(ref))
+    mean, std = F.kid_from_features(gen, ref, subsets=100, subset_size=size)
+    return {"kid": mean, "kid_std": std}
+
+
+@metric("bpd", "bits/dim", False, "negative log-likelihood of test images in bits per dimension")
+def _bpd(ctx: EvalContext) -> dict[str, float]:
+    ex = _image_ctx(ctx)
+    if not ctx.gaussian_source:
+        raise NotApplicable("bits/dim needs a Gaussian source density")
+    m = ex["metrics"]
+    pixels = ex["test_images_fid"][: m.bpd_n]
+    spec = SolverSpec("dopri5", rtol=m.bpd_rtol, atol=m.bpd_rtol)
+    g = torch.Generator().manual_seed(0)
+    out, nfe = [], 0
+    for i in range(0, len(pixels), m.eval_batch):
+        bpd, n = bits_per_dim(ctx.velocity, pixels[i:i + m.eval_batch].to(ex["device"]),
+                              ctx.path.source_log_prob, spec, m.bpd_k, ctx.path.t_min,
+                              ctx.path.t_max, m.bpd_probes, generator=g)
+        out.append(bpd.cpu())
+        nfe += n
+    value = torch.cat(out)
+    if not torch.isfinite(value).all():
+        raise FloatingPointError("bits/dim is not finite")
+    return {"bpd": float(value.mean())}

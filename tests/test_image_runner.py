@@ -1,0 +1,117 @@
+"""An image suite end to end at toy scale: U-Net, FID/KID with a tiny registered extractor, bpd."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from fmbench.runner import run_suite
+from fmbench.suite import SuiteError, load_suite
+from tests.test_fid import TinyExtractor  # noqa: F401  (registers fmbench-test-tiny)
+
+SUITE = """
+[suite]
+name = "img"
+seeds = [0]
+
+[[task]]
+target = "image-folder"
+root = "{root}"
+name = "dots"
+
+[model]
+kind = "unet"
+preset = "tiny"
+
+[training]
+steps = 4
+batch_size = 8
+ema_decay = 0.5
+checkpoint_every = 2
+
+[[path]]
+name = "fm-ot"
+
+[[path]]
+name = "otcfm"
+
+[[solver]]
+name = "euler"
+nfe = 4
+
+[metrics]
+names = ["fid", "kid", "bpd", "nfe", "solver_mse", "sample_time"]
+n_eval = 16
+eval_batch = 8
+fid_ref_n = 40
+kid_subset_size = 8
+bpd_n = 4
+bpd_rtol = 1e-3
+reference_steps = 10
+feature_extractor = "{extractor}"
+"""
+
+
+@pytest.fixture
+def image_root(tmp_path):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 40), ("test", 20)):
+        for cls in ("a", "b"):
+            d = tmp_path / "imgs" / split / cls
+            d.mkdir(parents=True)
+            for i in range(n // 2):
+                base = 60 if cls == "a" else 180
+                arr = np.clip(rng.normal(base, 30, (8, 8, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(arr).save(d / f"{i}.png")
+    return tmp_path / "imgs"
+
+
+def _suite(tmp_path, root, extractor="fmbench-test-tiny"):
+    f = tmp_path / "img.toml"
+    f.write_text(SUITE.format(root=root, extractor=extractor))
+    return load_suite(f)
+
+
+def test_image_suite_end_to_end(tmp_path, image_root):
+    df = run_suite(_suite(tmp_path, image_root), tmp_path / "out")
+    bad = df[df["status"] != "ok"]
+    assert bad.empty, bad[["metric", "reason"]].to_string()
+    assert set(df["metric"]) == {"fid", "fid_floor", "kid", "kid_std", "bpd", "nfe",
+                                 "solver_mse", "sample_time"}
+    assert (df[df.metric == "nfe"]["value"] == 4).all()
+    bpd = df[df.metric == "bpd"]["value"]
+    assert (bpd > 0).all() and (bpd < 20).all()
+    fid = df[df.metric == "fid"]["value"]
+    assert (fid > df[df.metric == "fid_floor"]["value"].iloc[0]).all()  # 4 steps: far from data
+    pngs = list((tmp_path / "out" / "samples").glob("*.png"))
+    assert len(pngs) == 2
+    assert Image.open(pngs[0]).size[0] > 8  # a grid, not a single image
+    assert not list((tmp_path / "cache" / "checkpoints").glob("*.pt"))  # removed when done
+    feats = list((tmp_path / "cache" / "features").glob("*.npz"))
+    assert len(feats) == 2  # train reference and test floor features, cached once
+
+
+def test_missing_inception_weights_fail_fid_only(tmp_path, image_root, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("FMBENCH_INCEPTION_WEIGHTS", raising=False)
+    df = run_suite(_suite(tmp_path, image_root, "inception-v3-compat"), tmp_path / "out")
+    fid = df[df.metric.isin(["fid", "kid"])]
+    assert (fid["status"] == "failed").all()
+    assert fid["reason"].str.contains("fmbench fid-weights").all()
+    assert (df[df.metric == "bpd"]["status"] == "ok").all()
+    assert pd.notna(df[df.metric == "bpd"]["value"]).all()
+
+
+def test_image_suite_validation(tmp_path, image_root):
+    f = tmp_path / "bad.toml"
+    f.write_text(SUITE.format(root=image_root, extractor="nope"))
+    with pytest.raises(SuiteError, match="feature_extractor"):
+        load_suite(f)
+    f.write_text(SUITE.format(root=image_root, extractor="fmbench-test-tiny")
+                 .replace('kind = "unet"\npreset = "tiny"', 'kind = "mlp"'))
+    with pytest.raises(SuiteError, match="needs kind = 'unet'"):
+        load_suite(f)
+    f.write_text(SUITE.format(root=image_root, extractor="fmbench-test-tiny")
+                 .replace('root = "', 'rot = "'))
+    with pytest.raises(SuiteError, match="task\\[0\\]"):
+        load_suite(f)
