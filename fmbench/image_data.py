@@ -193,11 +193,26 @@ def _decode(raw: bytes, where: str, channels: int) -> np.ndarray:
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
+def _balanced(entries: list, limit: int | None) -> list:
+    """Sort by (class, file name); with ``limit``, keep a class-balanced prefix: the k-th image of
+    every class before the (k+1)-th of any, so a subset has all classes in equal measure."""
+    entries = sorted(entries, key=lambda e: (e[0], e[1]))
+    if not limit:
+        return entries
+    rank: dict[str, int] = {}
+    keyed = []
+    for e in entries:
+        rank[e[0]] = rank.get(e[0], -1) + 1
+        keyed.append((rank[e[0]], e[0], e))
+    keyed.sort(key=lambda k: (k[0], k[1]))
+    return sorted((e for _, _, e in keyed[:limit]), key=lambda e: (e[0], e[1]))
+
+
 def load_image_folder(root: str | Path, split: str = "train", channels: int = 3,
                       limit: int | None = None) -> ImageSet:
     """``<root>/<split>/<class>/*.png|jpg`` (a folder or a .tar/.tar.gz archive of one).
 
-    ``limit`` keeps the first ``limit`` images in (class, file name) order."""
+    ``limit`` keeps a class-balanced subset of ``limit`` images (see :func:`_balanced`)."""
     root = Path(root)
     entries: list[tuple[str, str, bytes | Path]] = []  # (class, name, content or path)
     if root.is_file() and (root.suffix in (".tar", ".gz", ".tgz")):
@@ -207,15 +222,14 @@ def load_image_folder(root: str | Path, split: str = "train", channels: int = 3,
                 if (m.isfile() and len(parts) >= 3 and parts[-3] == split
                         and Path(m.name).suffix.lower() in IMAGE_SUFFIXES):
                     entries.append((parts[-2], parts[-1], m.name))
-            entries.sort(key=lambda e: (e[0], e[1]))
-            entries = entries[:limit] if limit else entries
+            entries = _balanced(entries, limit)
             entries = [(c, n, tar.extractfile(str(p)).read()) for c, n, p in entries]
     elif (root / split).is_dir():
         for cdir in sorted(p for p in (root / split).iterdir() if p.is_dir()):
             for f in sorted(cdir.iterdir()):
                 if f.suffix.lower() in IMAGE_SUFFIXES:
                     entries.append((cdir.name, f.name, f))
-        entries = entries[:limit] if limit else entries
+        entries = _balanced(entries, limit)
     else:
         raise DataError(f"no image folder {root / split} (expected <root>/<split>/<class>/*.png)")
     if not entries:

@@ -27,11 +27,15 @@ from fmbench.likelihood import bits_per_dim
 from fmbench.metrics import METRICS, EvalContext, MetricDef, NotApplicable, metric
 from fmbench.solvers import SolverSpec
 
-for _name, _unit, _desc in [
-    ("fid_floor", "", "FID of n_eval test images against the same training reference (floor)"),
-    ("kid_std", "", "standard deviation of KID over subsets"),
+FID_SETTINGS = ("n_eval", "fid_ref_n", "feature_extractor")
+KID_SETTINGS = (*FID_SETTINGS, "kid_subset_size")
+BPD_SETTINGS = ("bpd_n", "bpd_k", "bpd_probes", "bpd_rtol")
+for _name, _desc, _settings in [
+    ("fid_floor", "FID of n_eval test images against the same training reference (floor)",
+     FID_SETTINGS),
+    ("kid_std", "standard deviation of KID over subsets", KID_SETTINGS),
 ]:
-    METRICS.register(_name)(MetricDef(_name, _unit, False, _desc))
+    METRICS.register(_name)(MetricDef(_name, "", False, _desc, settings=_settings))
 
 _EXTRACTORS: dict[tuple, torch.nn.Module] = {}
 
@@ -100,7 +104,8 @@ def generated_features(ctx: EvalContext) -> torch.Tensor:
     return ctx.local["gen_features"]
 
 
-@metric("fid", "", False, "FID against the training split (with fid_floor), n_eval samples")
+@metric("fid", "", False, "FID against the training split (with fid_floor), n_eval samples",
+        FID_SETTINGS)
 def _fid(ctx: EvalContext) -> dict[str, float]:
     m = _image_ctx(ctx)["metrics"]
     ref = F.statistics(cached_features(ctx, "train", m.fid_ref_n))
@@ -111,7 +116,7 @@ def _fid(ctx: EvalContext) -> dict[str, float]:
     return {"fid": gen, "fid_floor": ctx.cache["fid_floor"]}
 
 
-@metric("kid", "", False, "KID against the training split (with kid_std)")
+@metric("kid", "", False, "KID against the training split (with kid_std)", KID_SETTINGS)
 def _kid(ctx: EvalContext) -> dict[str, float]:
     m = _image_ctx(ctx)["metrics"]
     gen = generated_features(ctx)
@@ -121,7 +126,8 @@ def _kid(ctx: EvalContext) -> dict[str, float]:
     return {"kid": mean, "kid_std": std}
 
 
-@metric("bpd", "bits/dim", False, "negative log-likelihood of test images in bits per dimension")
+@metric("bpd", "bits/dim", False, "negative log-likelihood of test images in bits per dimension",
+        BPD_SETTINGS)
 def _bpd(ctx: EvalContext) -> dict[str, float]:
     ex = _image_ctx(ctx)
     if not ctx.gaussian_source:

@@ -43,6 +43,7 @@ class MetricDef:
     higher_is_better: bool
     description: str
     version: int = 1
+    settings: tuple[str, ...] = ()  # MetricsConfig fields that define the value (stored per row)
 
 
 class NotApplicable(Exception):
@@ -53,12 +54,15 @@ METRICS: Registry[MetricDef] = Registry("metric")
 _COMPUTE: dict[str, Callable[[EvalContext], dict[str, float]]] = {}
 
 
-def metric(name: str, unit: str, higher_is_better: bool, description: str, also: tuple = ()):
-    """Register a metric; the function returns {output name: value} (``also`` names extra outputs,
-    each registered beforehand with its own unit and direction)."""
+def metric(name: str, unit: str, higher_is_better: bool, description: str,
+           settings: tuple[str, ...] = ()):
+    """Register a metric; the function returns {output name: value}. Extra outputs (w2_floor, …)
+    are registered on their own with their unit and direction. ``settings`` names the suite
+    [metrics] fields that define the value; each result row stores them."""
 
     def deco(fn):
-        METRICS.register(name)(MetricDef(name, unit, higher_is_better, description))
+        METRICS.register(name)(MetricDef(name, unit, higher_is_better, description,
+                                         settings=settings))
         _COMPUTE[name] = fn
         return fn
 
@@ -162,10 +166,12 @@ def compute(name: str, ctx: EvalContext) -> dict[str, float]:
 METRICS.register("w2_floor")(MetricDef(
     "w2_floor", "", False,
     "W2 between the held-out target set and an independent draw of the same size (sampling floor)",
+    settings=("n_eval",),
 ))
 
 
-@metric("w2", "", False, "exact W2 between generated and held-out samples (with w2_floor)")
+@metric("w2", "", False, "exact W2 between generated and held-out samples (with w2_floor)",
+        ("n_eval",))
 def _w2(ctx: EvalContext) -> dict[str, float]:
     ctx.not_for_images("w2")
     if "w2_floor" not in ctx.cache:
@@ -193,7 +199,8 @@ def _coupling_time(ctx: EvalContext) -> dict[str, float]:
     return {"coupling_time": float(ctx.train_meta["coupling_time"])}
 
 
-@metric("solver_mse", "", False, "mean squared error against a 1000-step RK4 solve, same noise")
+@metric("solver_mse", "", False, "mean squared error against a 1000-step RK4 solve, same noise",
+        ("n_eval", "reference_steps", "solver_mse_n"))
 def _solver_mse(ctx: EvalContext) -> dict[str, float]:
     ref = ctx.reference()
     return {"solver_mse": float((ctx.samples()[: len(ref)] - ref).pow(2).mean())}
@@ -216,7 +223,8 @@ def path_energy(ctx: EvalContext) -> float:
     return float(pe.mean())
 
 
-@metric("npe", "", False, "normalised path energy |PE - W2^2| / W2^2 (Tong et al.)")
+@metric("npe", "", False, "normalised path energy |PE - W2^2| / W2^2 (Tong et al.)",
+        ("n_eval",))
 def _npe(ctx: EvalContext) -> dict[str, float]:
     ctx.not_for_images("npe")
     if "w2sq_source_target" not in ctx.cache:
@@ -258,7 +266,8 @@ def log_likelihood(
     return source_log_prob(x0) + delta, res.nfe
 
 
-@metric("nll", "nats", False, "negative log-likelihood of held-out points (exact divergence)")
+@metric("nll", "nats", False, "negative log-likelihood of held-out points (exact divergence)",
+        ("n_eval",))
 def _nll(ctx: EvalContext) -> dict[str, float]:
     ctx.not_for_images("nll (use bpd)")
     if not ctx.gaussian_source:

@@ -170,8 +170,10 @@ def case_rows(suite: Suite, case: Case, values: dict[str, tuple[float, str, str]
     rows = []
     for name, (value, status, reason) in values.items():
         m = METRICS.get(name)
+        params = {k: getattr(suite.metrics, k) for k in m.settings}
         rows.append({**base, "metric": name, "value": value, "unit": m.unit,
                      "higher_is_better": m.higher_is_better, "metric_version": m.version,
+                     "metric_params": json.dumps(params, sort_keys=True),
                      "status": status, "reason": reason})
     return rows
 

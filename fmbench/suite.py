@@ -38,6 +38,7 @@ class Task:
     source: str  # "gaussian" or a dataset name
     target: str
     options: tuple[tuple[str, object], ...] = ()  # image datasets: root, n_train, hflip, …
+    base_dir: str = field(default="", compare=False)  # relative roots resolve against this
 
     @property
     def gaussian_source(self) -> bool:
@@ -48,7 +49,14 @@ class Task:
         return self.target in IMAGE_DATASETS
 
     def opts(self) -> dict:
-        return dict(self.options)
+        """Options with relative ``root``/``test`` paths resolved against the suite's folder."""
+        out = dict(self.options)
+        for k in ("root", "test"):
+            if isinstance(out.get(k), str) and out[k]:
+                p = Path(out[k]).expanduser()
+                out[k] = str(p if p.is_absolute() or not self.base_dir
+                             else Path(self.base_dir) / p)
+        return out
 
 
 @dataclass(frozen=True)
@@ -306,7 +314,8 @@ def _build_task(v: _V, t: dict, key: str) -> Task:
         if tgt == "npz" and not opts.get("test"):
             opts["test"] = opts["root"]
         name = v.scalar(t.get("name", tgt), f"{key}.name", str)
-        return Task(name, "gaussian", tgt, tuple(sorted(opts.items())))
+        base = Path(v.file).parent if Path(v.file).is_file() else Path.cwd()
+        return Task(name, "gaussian", tgt, tuple(sorted(opts.items())), str(base.resolve()))
     v.table(t, key, {"name", "source", "target"})
     src = v.name(t.get("source", "gaussian"), f"{key}.source", DATASETS)
     try:
