@@ -105,6 +105,52 @@ def cmd_fid_weights(args, console: Console) -> int:
     return 0
 
 
+def cmd_compare(args, console: Console) -> int:
+    from fmbench.compare import CompareConfig, classify, load_results, render_markdown, render_rich
+
+    cfg = CompareConfig(threshold=args.threshold, alpha=args.alpha,
+                        include_times=args.include_times)
+    comps = classify(load_results(args.a), load_results(args.b), cfg)
+    if args.format == "md":
+        console.print(render_markdown(comps), markup=False, highlight=False, soft_wrap=True)
+    else:
+        console.print(render_rich(comps, title=f"A = {args.a}   B = {args.b}"))
+    return 0
+
+
+def cmd_check(args, console: Console) -> int:
+    from fmbench.compare import check_config, classify, load_results, render_rich
+
+    cfg = check_config(args.results, args.threshold, args.alpha, args.include_times)
+    comps = classify(load_results(args.baseline), load_results(args.results), cfg)
+    worse = [c for c in comps if c.status == "worse"]
+    if not any(c.status in ("worse", "better", "within noise") for c in comps):
+        console.print("[red]error:[/] nothing comparable between the results and the baseline")
+        console.print(render_rich(comps))
+        return 2
+    console.print(render_rich(comps, title=f"check {args.results} against {args.baseline}"))
+    if worse:
+        console.print(f"[red]FAIL[/]: {len(worse)} metric(s) worse than the baseline beyond "
+                      "noise:")
+        for c in worse:
+            console.print(f"  {c.label} {c.metric}: {c.a_mean:.4g} → {c.b_mean:.4g} "
+                          f"({c.rel_change:+.1%}; {c.note})", highlight=False)
+        return 1
+    console.print("[green]OK[/]: nothing worse than the baseline beyond noise")
+    return 0
+
+
+def cmd_merge(args, console: Console) -> int:
+    from fmbench.compare import load_results, merge
+    from fmbench.results import atomic_write_text
+
+    df = merge([load_results(p) for p in args.results])
+    out = Path(args.out)
+    atomic_write_text(out / "results.csv" if not out.suffix else out, df.to_csv(index=False))
+    console.print(f"merged {len(args.results)} result set(s): {len(df)} rows → {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fmbench", description="Benchmark flow-matching models.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -125,6 +171,24 @@ def build_parser() -> argparse.ArgumentParser:
                                   "weights-inception-2015-12-05-6726825d.pth)")
     fw.add_argument("--verify", metavar="WEIGHTS",
                     help="only compare an existing weights file with the TorchScript module")
+    cmp_ = sub.add_parser("compare", help="classify every metric of B against A")
+    cmp_.add_argument("a", help="baseline results (directory or CSV)")
+    cmp_.add_argument("b", help="candidate results (directory or CSV)")
+    ck = sub.add_parser("check", help="exit 1 when RESULTS are worse than BASELINE beyond noise")
+    ck.add_argument("results")
+    ck.add_argument("--baseline", required=True)
+    for p_ in (cmp_, ck):
+        p_.add_argument("--threshold", type=float, default=None if p_ is ck else 0.10,
+                        help="relative change that counts (default 0.10, or the suite's "
+                             "[check] table for check)")
+        p_.add_argument("--alpha", type=float, default=None if p_ is ck else 0.05,
+                        help="significance level of the Welch t-test (>= 3 seeds a side)")
+        p_.add_argument("--include-times", action="store_true",
+                        help="also compare wall-clock metrics (machine-dependent)")
+    cmp_.add_argument("--format", choices=("rich", "md"), default="rich")
+    mg = sub.add_parser("merge", help="merge result sets of one suite, de-duplicating cases")
+    mg.add_argument("results", nargs="+")
+    mg.add_argument("--out", required=True, help="directory or .csv file")
     lst = sub.add_parser("list", help="list registered components")
     lst.add_argument("kind", nargs="?", choices=LIST_KINDS)
     return p
@@ -134,14 +198,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console() if sys.stdout.isatty() else Console(width=200)
     err = Console(stderr=True)
+    from fmbench.compare import ResultsError
     from fmbench.fid import InceptionWeightsError
     from fmbench.runner import RunError
     from fmbench.suite import SuiteError
 
     try:
         return {"run": cmd_run, "validate": cmd_validate, "list": cmd_list,
-                "fid-weights": cmd_fid_weights}[args.command](args, console)
-    except (SuiteError, RunError, InceptionWeightsError) as e:
+                "fid-weights": cmd_fid_weights, "compare": cmd_compare, "check": cmd_check,
+                "merge": cmd_merge}[args.command](args, console)
+    except (SuiteError, RunError, InceptionWeightsError, ResultsError) as e:
         err.print(f"[red]error:[/] {e}", highlight=False)
         return 2
     except KeyboardInterrupt:

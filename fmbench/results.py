@@ -26,7 +26,7 @@ import pandas as pd
 SCHEMA_VERSION = 1
 
 ROW_COLUMNS = [
-    "suite", "case_id", "model_key", "task", "source", "target", "path", "path_label",
+    "schema_version", "suite", "case_id", "model_key", "task", "source", "target", "path", "path_label",
     "path_params", "coupling", "objective", "solver", "solver_label", "solver_params", "seed",
     "n_eval", "metric", "value", "unit", "higher_is_better", "metric_version", "metric_params",
     "status", "reason",

@@ -34,7 +34,7 @@ from fmbench.metrics import METRICS, EvalContext, NotApplicable, compute
 from fmbench.models import MLP
 from fmbench.paths.couplings import CouplingError, make_coupling
 from fmbench.paths.schedules import GaussianPath
-from fmbench.results import ResultStore, environment, git_commit, now, summarize
+from fmbench.results import SCHEMA_VERSION, ResultStore, environment, git_commit, now, summarize
 from fmbench.suite import Case, Suite, Task
 from fmbench.train import TrainingFailed, train
 from fmbench.unet import UNet
@@ -158,7 +158,8 @@ def load_model(file: Path, model: torch.nn.Module) -> dict | None:
 def case_rows(suite: Suite, case: Case, values: dict[str, tuple[float, str, str]]) -> list[dict]:
     """Long-format rows for one case: values maps metric → (value, status, reason)."""
     base = {
-        "suite": suite.name, "case_id": case.case_id, "model_key": case.model_key,
+        "schema_version": SCHEMA_VERSION, "suite": suite.name, "case_id": case.case_id,
+        "model_key": case.model_key,
         "task": case.task.name, "source": case.task.source, "target": case.task.target,
         "path": case.path.name, "path_label": path_label(case.path),
         "path_params": json.dumps(case.path.params(), sort_keys=True),

@@ -111,6 +111,7 @@ class Suite:
     solvers: tuple[SolverSpec, ...]
     metrics: MetricsConfig
     raw: dict = field(compare=False, hash=False, repr=False, default_factory=dict)
+    check: dict = field(compare=False, hash=False, default_factory=dict)  # fmbench check settings
 
     def skipped(self) -> list[str]:
         """Task × path combinations left out of the grid, with the reason."""
@@ -291,7 +292,7 @@ def _build_solvers(v: _V, entry: dict, key: str) -> list[SolverSpec]:
     return out
 
 
-SUITE_KEYS = {"suite", "task", "model", "training", "path", "solver", "metrics"}
+SUITE_KEYS = {"suite", "task", "model", "training", "path", "solver", "metrics", "check"}
 
 
 def _build_task(v: _V, t: dict, key: str) -> Task:
@@ -438,9 +439,10 @@ def parse_suite(data: dict, file: str = "<suite>") -> Suite:
         raise v.err("metrics.feature_extractor",
                     f"unknown torch-fidelity feature extractor {metrics.feature_extractor!r}; "
                     f"registered: {', '.join(sorted(FEATURE_EXTRACTORS_REGISTRY))}")
+    check = _build_check(v, data.get("check", {}), names)
     suite = Suite(
-        file=file, name=name, description=v.scalar(s.get("description", ""), "suite.description",
-                                                    str),
+        check=check, file=file, name=name,
+        description=v.scalar(s.get("description", ""), "suite.description", str),
         seeds=seeds, data_seed=v.scalar(s.get("data_seed", 12345), "suite.data_seed", int, 0),
         tasks=tuple(tasks), model=model, training=training, paths=tuple(paths),
         solvers=tuple(solvers), metrics=metrics, raw=data,
@@ -448,6 +450,24 @@ def parse_suite(data: dict, file: str = "<suite>") -> Suite:
     if not suite.cases():
         raise v.err("path", "no case left: every path needs a Gaussian source and no task has one")
     return suite
+
+
+def _build_check(v: _V, c: dict, metric_names: tuple[str, ...]) -> dict:
+    """[check]: threshold (relative change that counts), alpha, per-metric thresholds."""
+    v.table(c, "check", {"threshold", "alpha", "thresholds"})
+    out: dict = {}
+    if "threshold" in c:
+        out["threshold"] = v.scalar(c["threshold"], "check.threshold", float, 0)
+    if "alpha" in c:
+        out["alpha"] = v.scalar(c["alpha"], "check.alpha", float, 0, 1, lo_open=True)
+    th = c.get("thresholds", {})
+    if not isinstance(th, dict):
+        raise v.err("check.thresholds", "must be a table of metric = relative threshold")
+    out["thresholds"] = {}
+    for k, val in th.items():
+        v.name(k, f"check.thresholds.{k}", METRICS)
+        out["thresholds"][k] = v.scalar(val, f"check.thresholds.{k}", float, 0)
+    return out
 
 
 def load_suite(file: str | Path) -> Suite:
