@@ -151,6 +151,14 @@ def cmd_merge(args, console: Console) -> int:
     return 0
 
 
+def cmd_report(args, console: Console) -> int:
+    from fmbench.report import build
+
+    path = build(args.results, args.format, args.out)
+    console.print(f"[green]wrote[/] {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fmbench", description="Benchmark flow-matching models.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -186,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
         p_.add_argument("--include-times", action="store_true",
                         help="also compare wall-clock metrics (machine-dependent)")
     cmp_.add_argument("--format", choices=("rich", "md"), default="rich")
+    rp = sub.add_parser("report", help="tables and figures of a results directory")
+    rp.add_argument("results")
+    rp.add_argument("--format", choices=("md", "html"), default="md")
+    rp.add_argument("--out", help="output folder (default RESULTS/report)")
     mg = sub.add_parser("merge", help="merge result sets of one suite, de-duplicating cases")
     mg.add_argument("results", nargs="+")
     mg.add_argument("--out", required=True, help="directory or .csv file")
@@ -206,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"run": cmd_run, "validate": cmd_validate, "list": cmd_list,
                 "fid-weights": cmd_fid_weights, "compare": cmd_compare, "check": cmd_check,
-                "merge": cmd_merge}[args.command](args, console)
+                "merge": cmd_merge, "report": cmd_report}[args.command](args, console)
     except (SuiteError, RunError, InceptionWeightsError, ResultsError) as e:
         err.print(f"[red]error:[/] {e}", highlight=False)
         return 2

@@ -90,9 +90,12 @@ class ResultStore:
         return self.cases_dir.is_dir() and any(self.cases_dir.glob("*.json"))
 
     def clear(self) -> None:
-        """Remove this store's own files (case files, results.csv, run.json), nothing else."""
-        for p in self.cases_dir.glob("*.json") if self.cases_dir.is_dir() else []:
-            p.unlink()
+        """Remove this store's own files (cases, losses, samples, report, results.csv, run.json)."""
+        for sub, pattern in (("cases", "*.json"), ("losses", "*.json"), ("samples", "*.*"),
+                             ("report", "*.*")):
+            folder = self.dir / sub
+            for p in folder.glob(pattern) if folder.is_dir() else []:
+                p.unlink()
         for name in ("results.csv", "run.json"):
             (self.dir / name).unlink(missing_ok=True)
 
@@ -128,6 +131,14 @@ class ResultStore:
 
     def write_table(self, df: pd.DataFrame) -> None:
         atomic_write_text(self.dir / "results.csv", df.to_csv(index=False))
+
+    def write_losses(self, model_key: str, record: dict) -> None:
+        atomic_write_text(self.dir / "losses" / f"{model_key}.json", json.dumps(record))
+
+    def read_losses(self) -> list[dict]:
+        folder = self.dir / "losses"
+        return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] \
+            if folder.is_dir() else []
 
     def read_meta(self) -> dict:
         p = self.dir / "run.json"

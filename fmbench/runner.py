@@ -14,6 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from rich.console import Console
@@ -35,6 +36,7 @@ from fmbench.models import MLP
 from fmbench.paths.couplings import CouplingError, make_coupling
 from fmbench.paths.schedules import GaussianPath
 from fmbench.results import SCHEMA_VERSION, ResultStore, environment, git_commit, now, summarize
+from fmbench.solvers import solve
 from fmbench.suite import Case, Suite, Task
 from fmbench.train import TrainingFailed, train
 from fmbench.unet import UNet
@@ -121,6 +123,27 @@ def build_model(suite: Suite, seed: int, shape: tuple[int, ...]) -> torch.nn.Mod
         if suite.model.kind == "unet":
             return UNet(shape[0], shape[1], suite.model.unet)
         return MLP(2, suite.model.width, suite.model.depth, suite.model.activation)
+
+
+def case_file_stem(case: Case) -> str:
+    return re.sub(r"[^A-Za-z0-9_.@=-]+", "_", f"{case.task.name}-{path_label(case.path)}-"
+                  f"{case.solver.label()}-seed{case.seed}")
+
+
+def save_samples(folder: Path, case: Case, ctx: EvalContext, samples: torch.Tensor) -> None:
+    """Images: a PNG grid of 64 samples. 2D: samples and 64 trajectories (for report plots)."""
+    stem = case_file_stem(case)
+    if case.task.is_image:
+        save_sample_grid(folder / f"{stem}.png", samples)
+        return
+    with torch.no_grad():
+        traj = solve(ctx.velocity, ctx.x0_eval[:64], case.solver, ctx.path.t_min,
+                     ctx.path.t_max, trajectory=True, n_saved=51).trajectory
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{stem}.{os.getpid()}.tmp.npz"
+    np.savez(tmp, samples=samples[:2000].numpy(), trajectories=traj.numpy(),
+             test=ctx.x1_test[:2000].numpy())
+    os.replace(tmp, folder / f"{stem}.npz")
 
 
 def save_sample_grid(file: Path, samples: torch.Tensor, n: int = 64) -> None:
@@ -275,6 +298,10 @@ def run_suite(suite: Suite, out_dir: str | Path, resume: bool = False,
                     failure = f"training failed: {type(e).__name__}: {e}"
                     console.print(f"[red]failed[/] {label}: {failure}")
                 progress.remove_task(bar)
+            if train_meta is not None:
+                store.write_losses(mkey, {"task": first.task.name,
+                                          "path_label": path_label(first.path),
+                                          "seed": first.seed, "losses": train_meta["losses"]})
             sets = eval_sets(suite, td, first.path) if failure is None else {}
             extras = {"is_image": first.task.is_image, "task": first.task, "device": dev,
                       "metrics": suite.metrics, "cache_dir": cache}
@@ -294,11 +321,8 @@ def run_suite(suite: Suite, out_dir: str | Path, resume: bool = False,
                                       cache=model_cache, extras=extras, **sets)
                     values = evaluate(ctx, suite.metrics.names)
                     gen = ctx.local.get("gen")
-                    if case.task.is_image and isinstance(gen, tuple):
-                        name = re.sub(r"[^A-Za-z0-9_.@=-]+", "_", f"{case.task.name}-"
-                                      f"{path_label(case.path)}-{case.solver.label()}-"
-                                      f"seed{case.seed}")
-                        save_sample_grid(store.dir / "samples" / f"{name}.png", gen[0].y)
+                    if isinstance(gen, tuple):
+                        save_samples(store.dir / "samples", case, ctx, gen[0].y)
                 store.write_case(case.case_id, case_rows(suite, case, values))
                 progress.advance(overall)
                 store.write_table(store.read_rows({c.case_id for c in cases}))
