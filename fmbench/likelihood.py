@@ -62,7 +62,9 @@ def log_prob_continuous(
     exact: bool = False,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, int]:
-    """log p_{t1}(y) per sample through the reverse ODE; returns (log p, NFE)."""
+    """log p_{t1}(y) per sample by the instantaneous change of variables, integrating from t1 back
+    to t0: log p_{t1}(y) = log p_{t0}(x_{t0}) − ∫_{t0}^{t1} div v(x_t, t) dt. Returns (log p, NFE).
+    """
     probes = None
     if not exact:
         g = generator or torch.Generator().manual_seed(0)
@@ -78,7 +80,7 @@ def log_prob_continuous(
 
     d0 = torch.zeros(y.shape[0], dtype=y.dtype, device=y.device)
     res = solve(aug, (y, d0), spec, t1, t0)
-    x0, delta = res.y
+    x0, delta = res.y  # delta = ∫_{t1}^{t0} div dt = −∫_{t0}^{t1} div dt
     return source_log_prob(x0) + delta, res.nfe
 
 

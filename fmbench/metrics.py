@@ -31,6 +31,7 @@ import numpy as np
 import ot
 import torch
 
+from fmbench.likelihood import log_prob_continuous
 from fmbench.paths.schedules import GaussianPath
 from fmbench.registry import Registry
 from fmbench.solvers import SolveResult, SolverSpec, solve
@@ -233,47 +234,14 @@ def _npe(ctx: EvalContext) -> dict[str, float]:
     return {"npe": abs(path_energy(ctx) - w2sq) / w2sq}
 
 
-def divergence_exact(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Exact divergence Σ_i ∂v_i/∂x_i for (n, d) tensors, one autograd pass per dimension."""
-    div = torch.zeros(x.shape[0], dtype=x.dtype)
-    for i in range(x.shape[1]):
-        div = div + torch.autograd.grad(v[:, i].sum(), x, retain_graph=True)[0][:, i]
-    return div
-
-
-def log_likelihood(
-    velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    x1: torch.Tensor,
-    source_log_prob: Callable[[torch.Tensor], torch.Tensor],
-    spec: SolverSpec,
-    t0: float = 0.0,
-    t1: float = 1.0,
-) -> tuple[torch.Tensor, int]:
-    """log p_1(x1) by the instantaneous change of variables, integrating from t1 back to t0:
-    log p_1(x1) = log p_0(x_{t0}) − ∫_{t0}^{t1} div v(x_t, t) dt. Returns (log p per point, NFE)."""
-
-    def aug(t, state):
-        x, _ = state
-        with torch.enable_grad():
-            x = x.detach().requires_grad_(True)
-            v = velocity(t, x)
-            div = divergence_exact(v, x)
-        return v.detach(), div.detach()
-
-    d0 = torch.zeros(x1.shape[0], dtype=x1.dtype)
-    res = solve(aug, (x1, d0), spec, t1, t0)
-    x0, delta = res.y  # delta = ∫_{t1}^{t0} div dt = −∫_{t0}^{t1} div dt
-    return source_log_prob(x0) + delta, res.nfe
-
-
 @metric("nll", "nats", False, "negative log-likelihood of held-out points (exact divergence)",
         ("n_eval",))
 def _nll(ctx: EvalContext) -> dict[str, float]:
     ctx.not_for_images("nll (use bpd)")
     if not ctx.gaussian_source:
         raise NotApplicable("NLL needs a Gaussian source density")
-    logp, _ = log_likelihood(ctx.velocity, ctx.x1_test, ctx.path.source_log_prob, ctx.spec,
-                             ctx.path.t_min, ctx.path.t_max)
+    logp, _ = log_prob_continuous(ctx.velocity, ctx.x1_test, ctx.path.source_log_prob, ctx.spec,
+                                  ctx.path.t_min, ctx.path.t_max, exact=True)
     if not torch.isfinite(logp).all():
         raise FloatingPointError("log-likelihood is not finite")
     return {"nll": float(-logp.mean())}

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from fmbench.metrics import METRICS, EvalContext, NotApplicable, compute, log_likelihood, w2_exact
+from fmbench.likelihood import log_prob_continuous
+from fmbench.metrics import METRICS, EvalContext, NotApplicable, compute, w2_exact
 from fmbench.paths import make_path
 from fmbench.solvers import SolverSpec
 
@@ -42,7 +43,8 @@ def _ctx(spec, n=200, seed=0, x1_test=None, gaussian=True):
 
 def test_nll_matches_closed_form_density():
     ctx = _ctx(SolverSpec("dopri5", rtol=1e-8, atol=1e-8))
-    logp, nfe = log_likelihood(ctx.velocity, ctx.x1_test, ctx.path.source_log_prob, ctx.spec)
+    logp, nfe = log_prob_continuous(ctx.velocity, ctx.x1_test, ctx.path.source_log_prob, ctx.spec,
+                                    exact=True)
     torch.testing.assert_close(logp, gauss_logpdf(ctx.x1_test, M, S), rtol=1e-5, atol=1e-5)
     assert nfe > 0
     want = float(-gauss_logpdf(ctx.x1_test, M, S).mean())

@@ -260,12 +260,11 @@ class ScoreMatchingVPPath(VPPath):
     objective: str = "noise"
 
 
-@_register("icfm")
 @dataclass(frozen=True)
-class ICFMPath(GaussianPath):
-    """Tong et al. 2024, I-CFM: x_t = t·x1 + (1 − t)·x0 + σ·ε, u_t = x1 − x0, independent coupling."""
+class _ConstantNoisePath(GaussianPath):
+    """Shared by paths with c(t) = σ constant (so c' = 0): ε is drawn only when σ > 0."""
 
-    sigma: float = 0.1
+    sigma: float = 0.0
 
     def check(self) -> None:
         if self.sigma < 0:
@@ -274,6 +273,14 @@ class ICFMPath(GaussianPath):
     @property
     def needs_eps(self) -> bool:
         return self.sigma > 0
+
+
+@_register("icfm")
+@dataclass(frozen=True)
+class ICFMPath(_ConstantNoisePath):
+    """Tong et al. 2024, I-CFM: x_t = t·x1 + (1 − t)·x0 + σ·ε, u_t = x1 − x0, independent coupling."""
+
+    sigma: float = 0.1
 
     def coeffs(self, t):
         return t, 1 - t, torch.full_like(t, self.sigma)
@@ -338,18 +345,8 @@ class SBCFMPath(GaussianPath):
 
 @_register("trig")
 @dataclass(frozen=True)
-class TrigPath(GaussianPath):
+class TrigPath(_ConstantNoisePath):
     """Trigonometric (VP) interpolant: x_t = sin(πt/2)·x1 + cos(πt/2)·x0 + σ·ε."""
-
-    sigma: float = 0.0
-
-    def check(self) -> None:
-        if self.sigma < 0:
-            raise ValueError(f"sigma must be >= 0, got {self.sigma}")
-
-    @property
-    def needs_eps(self) -> bool:
-        return self.sigma > 0
 
     def coeffs(self, t):
         h = 0.5 * math.pi * t
