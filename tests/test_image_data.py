@@ -151,3 +151,11 @@ def test_shared_cifar10_jpegs():
     assert ds.labels.bincount().tolist() == [5] * 10  # class folders in CIFAR label order
     mean = ds.images.float().mean() / 255
     assert 0.35 < float(mean) < 0.6
+
+
+@pytest.mark.skipif(not Path(I.FASHION_MNIST_ROOT, "t10k-images-idx3-ubyte.gz").is_file(),
+                    reason="Debian package dataset-fashion-mnist not installed")
+def test_real_fashion_mnist():
+    ds = I.load_fashion_mnist(split="test")
+    assert ds.images.shape == (10000, 1, 28, 28)
+    assert ds.labels.bincount().tolist() == [1000] * 10

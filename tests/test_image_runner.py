@@ -89,6 +89,11 @@ def test_image_suite_end_to_end(tmp_path, image_root):
     assert not list((tmp_path / "cache" / "checkpoints").glob("*.pt"))  # removed when done
     feats = list((tmp_path / "cache" / "features").glob("*.npz"))
     assert len(feats) == 2  # train reference and test floor features, cached once
+    from fmbench.report import build
+
+    text = build(tmp_path / "out", "md").read_text()
+    assert "Lipman et al. Table 1 layout" in text
+    assert text.count("../samples/") == 2  # the sample grids are linked
 
 
 def test_missing_inception_weights_fail_fid_only(tmp_path, image_root, monkeypatch):
