@@ -123,7 +123,7 @@ def cmd_check(args, console: Console) -> int:
 
     cfg = check_config(args.results, args.threshold, args.alpha, args.include_times)
     comps = classify(load_results(args.baseline), load_results(args.results), cfg)
-    worse = [c for c in comps if c.status == "worse"]
+    worse = [c for c in comps if c.status == "worse" or c.lost]
     if not any(c.status in ("worse", "better", "within noise") for c in comps):
         console.print("[red]error:[/] nothing comparable between the results and the baseline")
         console.print(render_rich(comps))
@@ -131,10 +131,13 @@ def cmd_check(args, console: Console) -> int:
     console.print(render_rich(comps, title=f"check {args.results} against {args.baseline}"))
     if worse:
         console.print(f"[red]FAIL[/]: {len(worse)} metric(s) worse than the baseline beyond "
-                      "noise:")
+                      "noise, or lost (ok in the baseline, failed or absent now):")
         for c in worse:
-            console.print(f"  {c.label} {c.metric}: {c.a_mean:.4g} → {c.b_mean:.4g} "
-                          f"({c.rel_change:+.1%}; {c.note})", highlight=False)
+            if c.lost:
+                console.print(f"  {c.label} {c.metric}: lost ({c.note})", highlight=False)
+            else:
+                console.print(f"  {c.label} {c.metric}: {c.a_mean:.4g} → {c.b_mean:.4g} "
+                              f"({c.rel_change:+.1%}; {c.note})", highlight=False)
         return 1
     console.print("[green]OK[/]: nothing worse than the baseline beyond noise")
     return 0

@@ -30,7 +30,8 @@ from fmbench.results import SCHEMA_VERSION
 
 KEY = ["task", "source", "target", "path", "path_params", "objective", "coupling", "solver",
        "solver_params", "metric"]
-DEFINITION = ["metric_version", "unit", "metric_params", "n_eval", "higher_is_better"]
+DEFINITION = ["metric_version", "unit", "metric_params", "n_eval", "settings",
+              "higher_is_better"]
 CLASSES = ("worse", "better", "within noise", "not comparable", "missing")
 
 
@@ -61,6 +62,7 @@ def load_results(path: str | Path) -> pd.DataFrame:
         raise ResultsError(f"{csv}: missing columns {missing}")
     for c in ("path_params", "solver_params", "metric_params"):
         df[c] = df[c].fillna("{}")
+    df["settings"] = df["settings"].astype(object).where(df["settings"].notna(), "").astype(str)
     return df
 
 
@@ -80,6 +82,12 @@ class Comparison:
     p_value: float = math.nan
     threshold: float = math.nan
     note: str = ""
+    missing_in: str = ""  # "A" or "B" for status "missing"
+
+    @property
+    def lost(self) -> bool:
+        """Ok in the baseline (A) but absent or failed in the candidate (B): a regression."""
+        return self.status == "missing" and self.missing_in == "B"
 
 
 @dataclass
@@ -122,7 +130,8 @@ def classify(a: pd.DataFrame, b: pd.DataFrame, config: CompareConfig | None = No
         label = _label(key)
         if ga is None or gb is None:
             out.append(Comparison(key, label, metric, "missing",
-                                  note="only in " + ("B" if ga is None else "A")))
+                                  note="only in " + ("B" if ga is None else "A"),
+                                  missing_in="A" if ga is None else "B"))
             continue
         defs_a = ga[DEFINITION].astype(str).drop_duplicates()
         defs_b = gb[DEFINITION].astype(str).drop_duplicates()
@@ -138,7 +147,8 @@ def classify(a: pd.DataFrame, b: pd.DataFrame, config: CompareConfig | None = No
             reasons = (ga if len(va) == 0 else gb)["reason"].dropna().astype(str)
             out.append(Comparison(key, label, metric, "missing",
                                   note=f"no ok value in {side}" +
-                                  (f": {reasons.iloc[0][:80]}" if len(reasons) else "")))
+                                  (f": {reasons.iloc[0][:80]}" if len(reasons) else ""),
+                                  missing_in=side if len(va) or len(vb) else "both"))
             continue
         out.append(_judge(key, label, metric, va, vb,
                           bool(str(ga["higher_is_better"].iloc[0]) == "True"), cfg))
@@ -228,7 +238,7 @@ def merge(frames: list[pd.DataFrame]) -> pd.DataFrame:
     df["_ok"] = (df["status"] == "ok").astype(int)
     df["_order"] = range(len(df))
     df = df.sort_values(["_ok", "_order"], kind="stable")
-    df = df.drop_duplicates(subset=[*KEY, "seed"], keep="last")
+    df = df.drop_duplicates(subset=[*KEY, *DEFINITION, "seed"], keep="last")
     return df.sort_values("_order").drop(columns=["_ok", "_order"]).reset_index(drop=True)
 
 

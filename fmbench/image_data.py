@@ -221,9 +221,9 @@ def load_image_folder(root: str | Path, split: str = "train", channels: int = 3,
                 parts = Path(m.name).parts
                 if (m.isfile() and len(parts) >= 3 and parts[-3] == split
                         and Path(m.name).suffix.lower() in IMAGE_SUFFIXES):
-                    entries.append((parts[-2], parts[-1], m.name))
+                    entries.append((parts[-2], parts[-1], m))
             entries = _balanced(entries, limit)
-            entries = [(c, n, tar.extractfile(str(p)).read()) for c, n, p in entries]
+            entries = [(c, n, tar.extractfile(m).read()) for c, n, m in entries]
     elif (root / split).is_dir():
         for cdir in sorted(p for p in (root / split).iterdir() if p.is_dir()):
             for f in sorted(cdir.iterdir()):
@@ -257,8 +257,12 @@ def load_npz(path: str | Path, split: str = "train") -> ImageSet:
     arr = z[key]
     if arr.dtype != np.uint8 or arr.ndim != 4:
         raise DataError(f"{path}:{key}: expected 4-d uint8 images, got {arr.shape} {arr.dtype}")
-    if arr.shape[-1] in (1, 3) and arr.shape[1] not in (1, 3):
+    if arr.shape[-1] in (1, 3, 4) and arr.shape[1] not in (1, 3, 4):
         arr = arr.transpose(0, 3, 1, 2)
+    if arr.shape[1] not in (1, 3):
+        raise DataError(f"{path}:{key}: expected 1 or 3 channels, got shape {arr.shape}")
     lab_key = next((k for k in ("labels", "y") if k in z.files), None)
     labels = torch.from_numpy(z[lab_key].astype(np.int64)) if lab_key else None
+    if labels is not None and len(labels) != len(arr):
+        raise DataError(f"{path}: {len(arr)} images but {len(labels)} labels")
     return ImageSet(torch.from_numpy(np.ascontiguousarray(arr)), labels, path.stem, split)

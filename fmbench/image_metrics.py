@@ -3,7 +3,9 @@
 - ``fid``: FID between n_eval generated images and the training split (``fid_ref_n`` images, all by
   default), torch-fidelity's Inception pool3 features; ``fid_floor`` is the FID of n_eval TEST
   images against the same reference: what a perfect model scores at this sample count (FID is biased
-  in n). Reference features are cached on disk per dataset, split, count and extractor.
+  in n); not applicable when the test split is smaller than n_eval. Reference features are cached
+  on disk per dataset (resolved options), split, count and extractor (weights content hash).
+- ``bpd`` does not depend on the sampling solver: computed once per model and shared.
 - ``kid``: KID (polynomial-kernel unbiased MMD², torch-fidelity) of the same features, subsets of
   ``kid_subset_size``; ``kid_std`` is its spread over subsets.
 - ``bpd``: bits/dim of ``bpd_n`` test images (:mod:`fmbench.likelihood`): dopri5 at
@@ -24,7 +26,7 @@ import torch
 from fmbench import fid as F
 from fmbench.image_data import to_uint8
 from fmbench.likelihood import bits_per_dim
-from fmbench.metrics import METRICS, EvalContext, MetricDef, NotApplicable, metric
+from fmbench.metrics import METRICS, EvalContext, MetricDef, NotApplicable, NotApplicableValue, metric
 from fmbench.solvers import SolverSpec
 
 FID_SETTINGS = ("n_eval", "fid_ref_n", "feature_extractor")
@@ -64,11 +66,24 @@ def _default_feature(name: str) -> str:
     return FEATURE_EXTRACTORS_REGISTRY[name].get_default_feature_layer_for_metric("fid")
 
 
+_WEIGHT_DIGESTS: dict[tuple, str] = {}
+
+
 def _weights_id(m) -> str:
+    """The extractor's identity for feature caches: its name, and for Inception a content hash
+    of the weights file (so features from other weights are never reused)."""
     if m.feature_extractor != F.INCEPTION_EXTRACTOR:
         return m.feature_extractor
     p = F.resolve_inception_weights(m.inception_weights or None)
-    return f"inception-{p.stat().st_size}"
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    if key not in _WEIGHT_DIGESTS:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _WEIGHT_DIGESTS[key] = f"inception-{h.hexdigest()[:16]}"
+    return _WEIGHT_DIGESTS[key]
 
 
 def cached_features(ctx: EvalContext, split: str, n: int) -> torch.Tensor:
@@ -77,7 +92,7 @@ def cached_features(ctx: EvalContext, split: str, n: int) -> torch.Tensor:
     images = ex["train_images"] if split == "train" else ex["test_images_fid"]
     n = min(n or len(images), len(images))
     task = ex["task"]
-    ident = json.dumps({"target": task.target, "options": task.options, "split": split, "n": n,
+    ident = json.dumps({"target": task.target, "options": task.opts(), "split": split, "n": n,
                         "extractor": _weights_id(ex["metrics"])}, sort_keys=True, default=str)
     digest = hashlib.sha256(ident.encode()).hexdigest()[:12]
     file = Path(ex["cache_dir"]) / "features" / f"{task.target}-{split}-{n}-{digest}.npz"
@@ -110,6 +125,10 @@ def _fid(ctx: EvalContext) -> dict[str, float]:
     m = _image_ctx(ctx)["metrics"]
     ref = F.statistics(cached_features(ctx, "train", m.fid_ref_n))
     gen = F.fid_from_statistics(F.statistics(generated_features(ctx)), ref)
+    n_test = len(_image_ctx(ctx)["test_images_fid"])
+    if n_test < m.n_eval:  # a floor at another sample count would mislead (FID is biased in n)
+        return {"fid": gen, "fid_floor": NotApplicableValue(
+            f"the test split has {n_test} images, fewer than n_eval = {m.n_eval}")}
     if "fid_floor" not in ctx.cache:
         test = cached_features(ctx, "test", m.n_eval)
         ctx.cache["fid_floor"] = F.fid_from_statistics(F.statistics(test), ref)
@@ -132,6 +151,8 @@ def _bpd(ctx: EvalContext) -> dict[str, float]:
     ex = _image_ctx(ctx)
     if not ctx.gaussian_source:
         raise NotApplicable("bits/dim needs a Gaussian source density")
+    if "bpd" in ctx.cache:  # independent of the sampling solver: once per model
+        return {"bpd": ctx.cache["bpd"]}
     m = ex["metrics"]
     pixels = ex["test_images_fid"][: m.bpd_n]
     spec = SolverSpec("dopri5", rtol=m.bpd_rtol, atol=m.bpd_rtol)
@@ -146,4 +167,5 @@ def _bpd(ctx: EvalContext) -> dict[str, float]:
     value = torch.cat(out)
     if not torch.isfinite(value).all():
         raise FloatingPointError("bits/dim is not finite")
-    return {"bpd": float(value.mean())}
+    ctx.cache["bpd"] = float(value.mean())
+    return {"bpd": ctx.cache["bpd"]}

@@ -36,9 +36,9 @@ IMAGE_DATASETS.register("fashion-mnist")(ImageDatasetDef(
     {"root": (str, I.FASHION_MNIST_ROOT), **COMMON},
     "Fashion-MNIST IDX files (Debian package dataset-fashion-mnist)"))
 IMAGE_DATASETS.register("image-folder")(ImageDatasetDef(
-    lambda o, split: I.load_image_folder(o["root"], split, o["channels"],
-                                         o["n_train"] if split == "train" and o["n_train"] else
-                                         o.get("n_test") or None),
+    lambda o, split: I.load_image_folder(
+        o["root"], split, o["channels"],
+        (o["n_train"] or None) if split == "train" else (o.get("n_test") or None)),
     {"root": (str, None), "channels": (int, 3), "n_test": (int, 0), **COMMON},
     "<root>/<split>/<class>/*.png|jpg, as a folder or a .tar(.gz) archive"))
 IMAGE_DATASETS.register("npz")(ImageDatasetDef(

@@ -104,8 +104,8 @@ def bits_per_dim(
     d = pixels[0].numel()
     logs, nfe = [], 0
     for _ in range(k_samples):
-        u = torch.rand(pixels.shape, generator=g)
-        y = ((pixels.float() + u) / 128.0 - 1.0).to(pixels.device)
+        u = torch.rand(pixels.shape, generator=g).to(pixels.device)
+        y = (pixels.float() + u) / 128.0 - 1.0
         lp, n = log_prob_continuous(velocity, y, source_log_prob, spec, t0, t1, n_probes, exact,
                                     g)
         logs.append(lp.double() + d * LOG_JACOBIAN_PER_DIM)

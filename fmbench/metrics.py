@@ -51,6 +51,13 @@ class NotApplicable(Exception):
     """The metric does not apply to this case (e.g. NLL with a non-Gaussian source)."""
 
 
+@dataclass(frozen=True)
+class NotApplicableValue:
+    """Returned for one output of a metric that otherwise applies (e.g. a floor it cannot give)."""
+
+    reason: str
+
+
 METRICS: Registry[MetricDef] = Registry("metric")
 _COMPUTE: dict[str, Callable[[EvalContext], dict[str, float]]] = {}
 

@@ -28,7 +28,8 @@ SCHEMA_VERSION = 1
 ROW_COLUMNS = [
     "schema_version", "suite", "case_id", "model_key", "task", "source", "target", "path", "path_label",
     "path_params", "coupling", "objective", "solver", "solver_label", "solver_params", "seed",
-    "n_eval", "metric", "value", "unit", "higher_is_better", "metric_version", "metric_params",
+    "n_eval", "settings", "metric", "value", "unit", "higher_is_better", "metric_version",
+    "metric_params",
     "status", "reason",
 ]
 

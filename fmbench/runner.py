@@ -31,7 +31,7 @@ from rich.table import Table
 from fmbench import data as D
 from fmbench.image_data import DataError
 from fmbench.image_tasks import image_sampler, load_split
-from fmbench.metrics import METRICS, EvalContext, NotApplicable, compute
+from fmbench.metrics import METRICS, EvalContext, NotApplicable, NotApplicableValue, compute
 from fmbench.models import MLP
 from fmbench.paths.couplings import CouplingError, make_coupling
 from fmbench.paths.schedules import GaussianPath
@@ -121,7 +121,7 @@ def build_model(suite: Suite, seed: int, shape: tuple[int, ...]) -> torch.nn.Mod
     with torch.random.fork_rng():
         torch.manual_seed(derived_seed(seed, "init"))  # a stream apart from the data generator
         if suite.model.kind == "unet":
-            return UNet(shape[0], shape[1], suite.model.unet)
+            return UNet(shape[0], (shape[1], shape[2]), suite.model.unet)
         return MLP(2, suite.model.width, suite.model.depth, suite.model.activation)
 
 
@@ -178,6 +178,14 @@ def load_model(file: Path, model: torch.nn.Module) -> dict | None:
     return ckpt["meta"]
 
 
+def settings_digest(suite: Suite, case: Case) -> str:
+    """What else defines a number: task options (as written), model, training, data seed. Rows
+    from runs that differ here are 'not comparable' in compare/check (code version excluded)."""
+    doc = {"task_options": case.task.options, "model": suite.model.__dict__,
+           "training": suite.training.__dict__, "data_seed": suite.data_seed}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
 def case_rows(suite: Suite, case: Case, values: dict[str, tuple[float, str, str]]) -> list[dict]:
     """Long-format rows for one case: values maps metric → (value, status, reason)."""
     base = {
@@ -189,7 +197,7 @@ def case_rows(suite: Suite, case: Case, values: dict[str, tuple[float, str, str]
         "coupling": case.path.coupling, "objective": case.path.objective,
         "solver": case.solver.method, "solver_label": case.solver.label(),
         "solver_params": json.dumps(case.solver.params(), sort_keys=True), "seed": case.seed,
-        "n_eval": suite.metrics.n_eval,
+        "n_eval": suite.metrics.n_eval, "settings": settings_digest(suite, case),
     }
     rows = []
     for name, (value, status, reason) in values.items():
@@ -207,7 +215,10 @@ def evaluate(ctx: EvalContext, names: tuple[str, ...]) -> dict[str, tuple[float,
     for name in names:
         try:
             for k, v in compute(name, ctx).items():
-                out[k] = (float(v), "ok", "")
+                if isinstance(v, NotApplicableValue):
+                    out[k] = (float("nan"), "not_applicable", v.reason)
+                else:
+                    out[k] = (float(v), "ok", "")
         except NotApplicable as e:
             out[name] = (float("nan"), "not_applicable", str(e))
         except (FloatingPointError, CouplingError, RuntimeError, ValueError, AssertionError,
@@ -274,9 +285,15 @@ def run_suite(suite: Suite, out_dir: str | Path, resume: bool = False,
                 td, failure = None, f"data: {e}"
                 console.print(f"[red]failed[/] {label}: {failure}")
             dev = device_for(first.task)
-            model = build_model(suite, first.seed, td.shape if td else (2,)).to(dev)
+            model = None
+            if td is not None:
+                try:
+                    model = build_model(suite, first.seed, td.shape).to(dev)
+                except ValueError as e:
+                    failure = f"model: {e}"
+                    console.print(f"[red]failed[/] {label}: {failure}")
             file = cache / "models" / f"{mkey}.pt"
-            train_meta = load_model(file, model) if file.exists() and td else None
+            train_meta = load_model(file, model) if file.exists() and model is not None else None
             if train_meta is None and failure is None:
                 ckpt = cache / "checkpoints" / f"{mkey}.pt"
                 bar = progress.add_task(f"train {label}", total=suite.training.steps, info="")

@@ -144,7 +144,8 @@ def _training_code_digest() -> str:
     from pathlib import Path as _P
 
     root = _P(__file__).parent
-    files = ["train.py", "models.py", "data.py", "paths/schedules.py", "paths/couplings.py"]
+    files = ["train.py", "models.py", "unet.py", "data.py", "image_data.py", "image_tasks.py",
+             "paths/schedules.py", "paths/couplings.py"]
     return hashlib.sha256(b"".join((root / f).read_bytes() for f in files)).hexdigest()[:16]
 
 
@@ -159,7 +160,7 @@ def model_key(task: Task, path: GaussianPath, model: ModelConfig, training: Trai
               seed: int) -> str:
     """Hash of everything that influences training (not solvers or metrics)."""
     return _digest({
-        "source": task.source, "target": task.target, "task_options": task.options,
+        "source": task.source, "target": task.target, "task_options": task.opts(),
         "path": path.name,
         "path_params": path.params(), "model": model.__dict__, "training": training.__dict__,
         "seed": seed, "version": TRAIN_CODE_VERSION,
@@ -312,6 +313,8 @@ def _build_task(v: _V, t: dict, key: str) -> Task:
                 raise v.err(f"{key}.{opt}", f"is required for {tgt}")
             else:
                 opts[opt] = default
+        if "channels" in opts and opts["channels"] not in (1, 3):
+            raise v.err(f"{key}.channels", f"must be 1 or 3, got {opts['channels']}")
         if tgt == "npz" and not opts.get("test"):
             opts["test"] = opts["root"]
         name = v.scalar(t.get("name", tgt), f"{key}.name", str)

@@ -80,7 +80,24 @@ def _save_checkpoint(file: Path, state: dict) -> None:
     os.replace(tmp, file)
 
 
-def train(
+def train(model, path, coupling, sample_source, sample_target, cfg, seed, on_step=None,
+          checkpoint=None, device="cpu") -> dict:
+    """Train ``model`` in place (its weights become the EMA weights when EMA is on).
+
+    ``on_step(step, loss, items_per_second)`` is called after every step. Returns metadata: loss
+    curve, wall times, steps. Raises :class:`TrainingFailed` on a non-finite or diverging loss.
+    Operations that draw from torch's global RNG (dropout) get a per-case stream seeded from
+    ``seed``, saved in checkpoints, and the caller's global RNG state is left untouched.
+    """
+    dev = torch.device(device)
+    devices = [dev.index or 0] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed * 1_000_003 + 7919)
+        return _train(model, path, coupling, sample_source, sample_target, cfg, seed, on_step,
+                      checkpoint, dev)
+
+
+def _train(
     model: torch.nn.Module,
     path: GaussianPath,
     coupling: Coupling,
@@ -90,14 +107,8 @@ def train(
     seed: int,
     on_step: Callable[[int, float, float], None] | None = None,
     checkpoint: str | Path | None = None,
-    device: str | torch.device = "cpu",
+    device: torch.device = torch.device("cpu"),
 ) -> dict:
-    """Train ``model`` in place (its weights become the EMA weights when EMA is on).
-
-    ``on_step(step, loss, items_per_second)`` is called after every step. Returns metadata: loss
-    curve, wall times, steps. Raises :class:`TrainingFailed` on a non-finite or diverging loss.
-    """
-    device = torch.device(device)
     cuda = device.type == "cuda"
     model.to(device)
     gen = torch.Generator().manual_seed(seed)
@@ -114,7 +125,10 @@ def train(
         opt.load_state_dict(state["optimizer"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
-        gen.set_state(state["generator"])
+        gen.set_state(state["generator"].cpu())
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if cuda and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu())
         start_step, first = state["step"], state["first_loss"]
         losses = [tuple(x) for x in state["losses"]]
         coupling_time, elapsed = state["coupling_time"], state["train_time"]
@@ -122,6 +136,8 @@ def train(
     def snapshot(step: int) -> dict:
         return {"model": model.state_dict(), "optimizer": opt.state_dict(),
                 "ema": ema.state_dict() if ema is not None else {}, "generator": gen.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                **({"cuda_rng": torch.cuda.get_rng_state()} if cuda else {}),
                 "step": step, "first_loss": first, "losses": losses,
                 "coupling_time": coupling_time, "train_time": elapsed}
 

@@ -129,9 +129,14 @@ class _Seq(nn.ModuleList):
 class UNet(nn.Module):
     """v(x, t) for x of shape (n, C, H, W) and t of shape (n,) or a scalar."""
 
-    def __init__(self, in_channels: int = 3, image_size: int = 32,
+    def __init__(self, in_channels: int = 3, image_size: int | tuple[int, int] = 32,
                  config: UNetConfig = UNetConfig()):
         super().__init__()
+        if isinstance(image_size, tuple):
+            if image_size[0] != image_size[1]:
+                raise ValueError(f"the U-Net needs square images, got {image_size[0]}x"
+                                 f"{image_size[1]}")
+            image_size = image_size[0]
         config.check(image_size)
         self.config = config
         ch = config.channels

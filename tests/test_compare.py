@@ -104,13 +104,26 @@ def test_check_exit_codes(tmp_path, capsys):
     assert main(["check", str(cand), "--baseline", str(base)]) == 1
     out = capsys.readouterr().out
     assert "FAIL" in out and "icfm" in out
-    lenient = _write(tmp_path, "lenient", CAND, {"threshold": 10.0})
+    lenient = _write(tmp_path, "lenient", frame(*[CAND[CAND.path != "x"].to_dict("records")],
+                                                 rows("trig", "w2", [1.0, 1.0, 1.0])),
+                     {"threshold": 10.0})
     assert main(["check", str(lenient), "--baseline", str(base)]) == 0
+    lost = _write(tmp_path, "lost", BASE[BASE.path != "trig"])  # same numbers, one metric gone
+    assert main(["check", str(lost), "--baseline", str(base)]) == 1
+    assert "lost" in capsys.readouterr().out
     assert main(["check", str(tmp_path / "nope"), "--baseline", str(base)]) == 2
     other = _write(tmp_path, "other", frame(rows("x", "w2", [1.0])))
     assert main(["check", str(other), "--baseline", str(base)]) == 2
     assert main(["compare", str(base), str(cand), "--format", "md"]) == 0
     assert "| worse |" in capsys.readouterr().out
+
+
+def test_different_training_settings_are_not_comparable():
+    a = frame(rows("icfm", "w2", [1.0, 1.0, 1.0])).assign(settings="aaa")
+    b = frame(rows("icfm", "w2", [2.0, 2.0, 2.0])).assign(settings="bbb")
+    (c,) = classify(a, b)
+    assert c.status == "not comparable" and "settings" in c.note
+    assert len(merge([a, b])) == 6  # different measurements: both kept
 
 
 def test_schema_version_refusal(tmp_path):

@@ -107,6 +107,27 @@ def test_missing_inception_weights_fail_fid_only(tmp_path, image_root, monkeypat
     assert pd.notna(df[df.metric == "bpd"]["value"]).all()
 
 
+def test_fid_floor_not_applicable_when_test_split_is_small(tmp_path, image_root):
+    text = SUITE.format(root=image_root, extractor="fmbench-test-tiny")
+    text = text.replace("n_eval = 16", "n_eval = 24").replace("steps = 4", "steps = 1")
+    text = text.replace('[[path]]\nname = "otcfm"\n', "").replace(
+        '"fid", "kid", "bpd", "nfe", "solver_mse", "sample_time"', '"fid"')
+    f = tmp_path / "s.toml"
+    f.write_text(text)
+    df = run_suite(load_suite(f), tmp_path / "out")
+    st = dict(zip(df.metric, df.status, strict=True))
+    assert st == {"fid": "ok", "fid_floor": "not_applicable"}
+    assert "20 images" in df[df.metric == "fid_floor"]["reason"].iloc[0]
+
+
+def test_image_folder_n_test_does_not_cut_training_split(image_root):
+    from fmbench.image_tasks import load_split
+
+    opts = {"root": str(image_root), "channels": 3, "n_train": 0, "n_test": 6, "hflip": True}
+    assert len(load_split("image-folder", opts, "train").images) == 40
+    assert len(load_split("image-folder", opts, "test").images) == 6
+
+
 def test_image_suite_validation(tmp_path, image_root):
     f = tmp_path / "bad.toml"
     f.write_text(SUITE.format(root=image_root, extractor="nope"))
