@@ -221,9 +221,16 @@ def load_image_folder(root: str | Path, split: str = "train", channels: int = 3,
                 parts = Path(m.name).parts
                 if (m.isfile() and len(parts) >= 3 and parts[-3] == split
                         and Path(m.name).suffix.lower() in IMAGE_SUFFIXES):
-                    entries.append((parts[-2], parts[-1], m))
-            entries = _balanced(entries, limit)
-            entries = [(c, n, tar.extractfile(m).read()) for c, n, m in entries]
+                    entries.append((parts[-2], parts[-1], m.name))
+        entries = _balanced(entries, limit)
+        # a compressed archive is read front to back once: random access would re-decompress
+        wanted = {name: i for i, (_, _, name) in enumerate(entries)}
+        content: dict[int, bytes] = {}
+        with tarfile.open(root, "r|*") as stream:
+            for m in stream:
+                if m.name in wanted:
+                    content[wanted[m.name]] = stream.extractfile(m).read()
+        entries = [(c, n, content[i]) for i, (c, n, _) in enumerate(entries)]
     elif (root / split).is_dir():
         for cdir in sorted(p for p in (root / split).iterdir() if p.is_dir()):
             for f in sorted(cdir.iterdir()):
