@@ -35,7 +35,15 @@ from fmbench.metrics import METRICS, EvalContext, NotApplicable, NotApplicableVa
 from fmbench.models import MLP
 from fmbench.paths.couplings import CouplingError, make_coupling
 from fmbench.paths.schedules import GaussianPath
-from fmbench.results import SCHEMA_VERSION, ResultStore, environment, git_commit, now, summarize
+from fmbench.results import (
+    ROW_COLUMNS,
+    SCHEMA_VERSION,
+    ResultStore,
+    environment,
+    git_commit,
+    now,
+    summarize,
+)
 from fmbench.solvers import solve
 from fmbench.suite import Case, Suite, Task
 from fmbench.train import TrainingFailed, train
@@ -260,6 +268,10 @@ def run_suite(suite: Suite, out_dir: str | Path, resume: bool = False,
                                                                              for c in cases})})
     store.write_meta(meta)
 
+    # rows of this suite's cases, read from disk once and kept current as cases finish
+    rows_by_case: dict[str, list[dict]] = {
+        cid: grp.to_dict("records")
+        for cid, grp in store.read_rows({c.case_id for c in cases}).groupby("case_id")}
     task_cache: dict[str, TaskData] = {}
     by_model: dict[str, list[Case]] = defaultdict(list)
     for c in cases:
@@ -340,18 +352,23 @@ def run_suite(suite: Suite, out_dir: str | Path, resume: bool = False,
                     gen = ctx.local.get("gen")
                     if isinstance(gen, tuple):
                         save_samples(store.dir / "samples", case, ctx, gen[0].y)
-                store.write_case(case.case_id, case_rows(suite, case, values))
+                rows_by_case[case.case_id] = case_rows(suite, case, values)
+                store.write_case(case.case_id, rows_by_case[case.case_id])
                 progress.advance(overall)
-                store.write_table(store.read_rows({c.case_id for c in cases}))
+                store.write_table(_table(rows_by_case, cases))
 
-    order = {c.case_id: i for i, c in enumerate(cases)}
-    df = store.read_rows(set(order))
-    df = df.iloc[df["case_id"].map(order).argsort(kind="stable")].reset_index(drop=True)
+    df = _table(rows_by_case, cases)
     store.write_table(df)
     meta["sessions"][-1]["finished"] = now()
     meta.update({"finished": now(), "status": "complete"})
     store.write_meta(meta)
     return df
+
+
+def _table(rows_by_case: dict[str, list[dict]], cases: list[Case]) -> pd.DataFrame:
+    """All rows of the suite's finished cases, in suite order."""
+    rows = [r for c in cases for r in rows_by_case.get(c.case_id, [])]
+    return pd.DataFrame(rows, columns=ROW_COLUMNS)
 
 
 def summary_table(df: pd.DataFrame, title: str = "") -> Table:
