@@ -21,21 +21,10 @@ import numpy as np
 import pandas as pd
 
 from fmbench.compare import load_results
-from fmbench.results import ResultStore, atomic_write_text
+from fmbench.results import ResultStore, atomic_write_text, summarize
 
 NOT_RANKED = {"w2_floor", "fid_floor", "kid_std", "nfe", "train_time", "sample_time",
               "coupling_time"}
-
-
-def _stats(df: pd.DataFrame) -> pd.DataFrame:
-    ok = df[df["status"] == "ok"].copy()
-    ok["value"] = ok["value"].astype(float)
-    g = ok.groupby(["task", "path_label", "solver_label", "metric"], sort=False)["value"]
-    s = g.agg(mean="mean", std="std", n="count").reset_index()
-    s["std"] = s["std"].fillna(0.0)
-    hib = ok.groupby("metric")["higher_is_better"].first().astype(str) == "True"
-    s["higher_is_better"] = s["metric"].map(hib)
-    return s
 
 
 def _cell(mean: float, std: float) -> str:
@@ -62,7 +51,7 @@ def _table(s: pd.DataFrame, index: list[str], columns: str, group_best: list[str
 
 
 def tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    s = _stats(df)
+    s = summarize(df)
     out = {"All metrics (mean ± std over seeds; best per column in bold)":
            _table(s.assign(col=s["metric"]), ["task", "path_label", "solver_label"], "metric",
                   ["task"])}
@@ -117,7 +106,7 @@ def figure_metric_vs_nfe(df: pd.DataFrame, metric: str, meta: dict, folder: Path
                          ) -> list[Path]:
     import matplotlib.pyplot as plt
 
-    s = _stats(df)
+    s = summarize(df)
     nfe = _nfe_of(df)
     sub = s[s["metric"] == metric]
     out = []
@@ -151,7 +140,7 @@ def figure_metric_vs_nfe(df: pd.DataFrame, metric: str, meta: dict, folder: Path
 def figure_bars(df: pd.DataFrame, meta: dict, folder: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
-    s = _stats(df)
+    s = summarize(df)
     out = []
     for metric in ("w2", "npe"):
         sub = s[s["metric"] == metric]

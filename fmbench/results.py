@@ -150,11 +150,14 @@ class ResultStore:
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean, std (ddof=1) and seed count per task × path × solver × metric over ok rows."""
+    """Mean, std (ddof=1) and seed count per task × path × solver × metric over ok rows, with the
+    metric's direction (``higher_is_better``)."""
     ok = df[df["status"] == "ok"].copy()
     ok["value"] = ok["value"].astype(float)
     keys = ["task", "path_label", "solver_label", "metric"]
     g = ok.groupby(keys, sort=False)["value"]
     out = g.agg(mean="mean", std="std", n="count").reset_index()
     out["std"] = out["std"].fillna(0.0)
+    hib = ok.groupby("metric")["higher_is_better"].first().astype(str) == "True"
+    out["higher_is_better"] = out["metric"].map(hib)
     return out

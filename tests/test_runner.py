@@ -22,6 +22,19 @@ from tests.conftest import TINY
 TIMES = {"train_time", "sample_time", "coupling_time"}
 
 
+def _fail_otcfm_training(monkeypatch, reason: str):
+    """Make training fail for the otcfm path only; returns the real train function."""
+    real = runner.train
+
+    def failing(model, path, *a, **k):
+        if path.name == "otcfm":
+            raise TrainingFailed(reason)
+        return real(model, path, *a, **k)
+
+    monkeypatch.setattr(runner, "train", failing)
+    return real
+
+
 def _values(df: pd.DataFrame) -> dict:
     df = df[~df["metric"].isin(TIMES)]
     return {(r.case_id, r.metric): r.value for r in df.itertuples()}
@@ -122,14 +135,7 @@ def test_model_cache_reused_for_new_solvers(tiny_suite_file, tmp_path, monkeypat
 
 def test_failed_training_is_recorded_and_suite_goes_on(tiny_suite_file, tmp_path, monkeypatch,
                                                        capsys):
-    real = runner.train
-
-    def failing(model, path, *a, **k):
-        if path.name == "otcfm":
-            raise TrainingFailed("loss became nan at step 3")
-        return real(model, path, *a, **k)
-
-    monkeypatch.setattr(runner, "train", failing)
+    _fail_otcfm_training(monkeypatch, "loss became nan at step 3")
     code = main(["run", str(tiny_suite_file), "--out", str(tmp_path / "out")])
     assert code == 1
     df = pd.read_csv(tmp_path / "out" / "results.csv")
@@ -181,14 +187,7 @@ def test_overwrite_replaces_results(tiny_suite_file, tmp_path):
 
 
 def test_failed_cases_are_retried_on_resume(tiny_suite_file, tmp_path, monkeypatch):
-    real = runner.train
-
-    def failing(model, path, *a, **k):
-        if path.name == "otcfm":
-            raise TrainingFailed("transient")
-        return real(model, path, *a, **k)
-
-    monkeypatch.setattr(runner, "train", failing)
+    real = _fail_otcfm_training(monkeypatch, "transient")
     suite = load_suite(tiny_suite_file)
     df = run_suite(suite, tmp_path / "out")
     assert (df[df.path == "otcfm"]["status"] == "failed").all()
