@@ -86,6 +86,15 @@ def _weights_id(m) -> str:
     return _WEIGHT_DIGESTS[key]
 
 
+def feature_batch(ctx: EvalContext) -> int:
+    """Images per feature-extractor call: metrics.feature_batch, or (0) 16 on CPU (Inception's
+    CPU throughput falls from ~14 to ~7 images/s between batch 16 and 128: benchmarks/image_costs.py)
+    and 64 on GPU. An execution setting only: the features do not depend on it."""
+    ex = _image_ctx(ctx)
+    fb = ex["metrics"].feature_batch
+    return fb or (16 if torch.device(ex["device"]).type == "cpu" else 64)
+
+
 def cached_features(ctx: EvalContext, split: str, n: int) -> torch.Tensor:
     """Features of the first n images of a split, cached on disk (atomic writes)."""
     ex = _image_ctx(ctx)
@@ -102,7 +111,7 @@ def cached_features(ctx: EvalContext, split: str, n: int) -> torch.Tensor:
     if file.exists():
         feats = torch.from_numpy(np.load(file)["features"])
     else:
-        feats = F.extract_features(extractor(ctx), images[:n], ex["metrics"].eval_batch)
+        feats = F.extract_features(extractor(ctx), images[:n], feature_batch(ctx))
         file.parent.mkdir(parents=True, exist_ok=True)
         tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp.npz")
         np.savez(tmp, features=feats.float().numpy(), ident=ident)
@@ -115,7 +124,7 @@ def generated_features(ctx: EvalContext) -> torch.Tensor:
     if "gen_features" not in ctx.local:
         ex = _image_ctx(ctx)
         ctx.local["gen_features"] = F.extract_features(
-            extractor(ctx), to_uint8(ctx.samples()).cpu(), ex["metrics"].eval_batch)
+            extractor(ctx), to_uint8(ctx.samples()).cpu(), feature_batch(ctx))
     return ctx.local["gen_features"]
 
 

@@ -75,6 +75,7 @@ class MetricsConfig:
     reference_steps: int = 1000
     solver_mse_n: int = 0  # noise samples for solver_mse (0 = n_eval)
     eval_batch: int = 1000
+    feature_batch: int = 0  # images per Inception call (0 = 16 on CPU, 64 on GPU)
     fid_ref_n: int = 0  # training images for FID reference statistics (0 = the whole split)
     feature_extractor: str = "inception-v3-compat"
     inception_weights: str = ""
