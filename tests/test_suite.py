@@ -100,6 +100,16 @@ def test_shipped_suites_validate():
         assert load_suite(f).cases()
 
 
+def test_cifar_cpu_solvers_reuses_the_cifar_cpu_models():
+    """The solver-sweep suite says it evaluates the models cifar-cpu trained: their keys match."""
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent / "suites"
+    main = {c.path.name: c.model_key for c in load_suite(root / "cifar-cpu.toml").cases()}
+    sweep = load_suite(root / "cifar-cpu-solvers.toml").cases()
+    assert sweep and all(c.model_key == main[c.path.name] for c in sweep)
+
+
 @pytest.mark.parametrize("old,new,key,msg", [
     ('"w2", "npe"', '"w2_floor", "npe"', "metrics.names", "comes with w2"),
     ("sigma = 0.1", "sigma = nan", "path[0].sigma", "finite"),
