@@ -122,7 +122,6 @@ def cached_features(ctx: EvalContext, split: str, n: int) -> torch.Tensor:
 
 def generated_features(ctx: EvalContext) -> torch.Tensor:
     if "gen_features" not in ctx.local:
-        ex = _image_ctx(ctx)
         ctx.local["gen_features"] = F.extract_features(
             extractor(ctx), to_uint8(ctx.samples()).cpu(), feature_batch(ctx))
     return ctx.local["gen_features"]

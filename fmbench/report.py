@@ -65,6 +65,14 @@ def tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     if {"fid", "bpd"} & set(img["metric"]):
         out["Lipman et al. Table 1 layout: bits/dim, FID, NFE per path"] = _table(
             img, ["task", "solver_label", "path_label"], "metric", ["task", "solver_label"])
+    bad = df[df["status"] != "ok"]
+    if len(bad):  # a dash in the tables above is explained here, never silently dropped
+        out["Failed or not applicable (why the tables show a dash)"] = (
+            bad.assign(seeds=bad["seed"].astype(str))
+            .groupby(["task", "path_label", "solver_label", "status", "reason"], sort=False)
+            .agg(metrics=("metric", lambda m: ", ".join(dict.fromkeys(m))),
+                 seeds=("seeds", lambda v: ", ".join(sorted(set(v), key=int))))
+            .reset_index().set_index("task"))
     return out
 
 

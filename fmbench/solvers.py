@@ -105,12 +105,17 @@ class SolveResult:
     times: torch.Tensor | None = None
 
 
+class StepSizeUnderflow(RuntimeError):
+    """An adaptive solver's step shrank to nothing: the field is too stiff for the tolerances."""
+
+
 class _Counted:
     def __init__(self, func: Callable):
-        self.func, self.calls = func, 0
+        self.func, self.calls, self.last_t = func, 0, float("nan")
 
     def __call__(self, t, y):
         self.calls += 1
+        self.last_t = float(t)
         return self.func(t, y)
 
 
@@ -135,7 +140,15 @@ def solve(
     if spec.info.adaptive:
         n_out = n_saved if trajectory else 2
         ts = torch.linspace(t0, t1, n_out, dtype=torch.float64)
-        out = odeint(counted, y0, ts, method=spec.method, rtol=spec.rtol, atol=spec.atol)
+        try:
+            out = odeint(counted, y0, ts, method=spec.method, rtol=spec.rtol, atol=spec.atol)
+        except AssertionError as e:  # torchdiffeq reports a vanishing step with a bare assert
+            if "underflow in dt" not in str(e):
+                raise
+            raise StepSizeUnderflow(
+                f"{spec.label()}: the step size underflowed near t = {counted.last_t:.10g} after "
+                f"{counted.calls} evaluations: the velocity field is too stiff there for these "
+                f"tolerances (loosen rtol/atol or use a fixed-step solver)") from e
     else:
         k = spec.n_steps
         grid = torch.linspace(t0, t1, k + 1, dtype=torch.float64)

@@ -44,3 +44,15 @@ def test_markdown_and_html_reports(small_run, tmp_path):
     assert main(["report", str(small_run), "--format", "html", "--out", str(tmp_path)]) == 0
     page = (tmp_path / "report.html").read_text()
     assert page.count("data:image/png;base64,") == len(figs) and "<table>" in page
+
+
+def test_failed_rows_are_explained_not_dropped(small_run):
+    df = load_results(small_run)
+    assert "Failed or not applicable (why the tables show a dash)" not in tables(df)
+    hit = (df["metric"] == "w2") & (df["solver_label"] == df["solver_label"].iloc[0])
+    df.loc[hit, ["status", "reason"]] = ["failed", "AssertionError: underflow in dt 0.0"]
+    bad = tables(df)["Failed or not applicable (why the tables show a dash)"]
+    assert len(bad) == df.loc[hit, "path_label"].nunique()
+    assert set(bad["reason"]) == {"AssertionError: underflow in dt 0.0"}
+    seeds = ", ".join(str(v) for v in sorted(df.loc[hit, "seed"].unique()))
+    assert set(bad["metrics"]) == {"w2"} and set(bad["seeds"]) == {seeds}

@@ -90,3 +90,14 @@ def test_bad_specs(kw, msg):
     name = kw.pop("name")
     with pytest.raises(ValueError, match=msg):
         SolverSpec(name, **kw)
+
+
+def test_step_size_underflow_is_a_named_error():
+    """torchdiffeq's bare `assert` on a vanishing step becomes an error that says what happened
+    and where (a RuntimeError, so the runner records the case as failed with this reason)."""
+    from fmbench.solvers import StepSizeUnderflow
+
+    with pytest.raises(StepSizeUnderflow, match=r"dopri5\(rtol=1e-05,atol=1e-05\).*near t = 0\.99"):
+        solve(lambda t, y: torch.ones_like(y) / (1.0 - t) ** 2, torch.zeros(3),
+              SolverSpec("dopri5", rtol=1e-5, atol=1e-5))
+    assert issubclass(StepSizeUnderflow, RuntimeError)
