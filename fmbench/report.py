@@ -110,6 +110,10 @@ def _nfe_of(df: pd.DataFrame) -> pd.Series:
     return nfe
 
 
+_SOLVER_STYLES = [("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."), ("v", (0, (5, 1))),
+                  ("P", (0, (3, 1, 1, 1, 1, 1)))]
+
+
 def figure_metric_vs_nfe(df: pd.DataFrame, metric: str, meta: dict, folder: Path
                          ) -> list[Path]:
     import matplotlib.pyplot as plt
@@ -129,10 +133,15 @@ def figure_metric_vs_nfe(df: pd.DataFrame, metric: str, meta: dict, folder: Path
             continue
         fig, ax = plt.subplots(figsize=(6, 4))
         lines = pd.DataFrame(pts, columns=["path", "solver", "nfe", "mean", "std"])
+        # Lipman Fig. 7's reading: one colour per path, one marker and line style per solver
+        colours = {p: f"C{i % 10}" for i, p in enumerate(dict.fromkeys(lines["path"]))}
+        styles = {sv: _SOLVER_STYLES[i % len(_SOLVER_STYLES)]
+                  for i, sv in enumerate(dict.fromkeys(lines["solver"]))}
         for (path, solver), g in lines.groupby(["path", "solver"], sort=False):
             g = g.sort_values("nfe")
-            ax.errorbar(g["nfe"], g["mean"], yerr=g["std"], marker="o", capsize=2,
-                        label=f"{path} · {solver}")
+            marker, ls = styles[solver]
+            ax.errorbar(g["nfe"], g["mean"], yerr=g["std"], color=colours[path], marker=marker,
+                        linestyle=ls, capsize=2, label=f"{path} · {solver}")
         ax.set_xscale("log")
         if (lines["mean"] > 0).all():
             ax.set_yscale("log")
