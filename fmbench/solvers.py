@@ -141,7 +141,11 @@ def solve(
         n_out = n_saved if trajectory else 2
         ts = torch.linspace(t0, t1, n_out, dtype=torch.float64)
         try:
-            out = odeint(counted, y0, ts, method=spec.method, rtol=spec.rtol, atol=spec.atol)
+            # step_t makes the last step land on t1: without it torchdiffeq steps past t1 and
+            # interpolates back, evaluating the field outside [t0, t1] (NaN for paths whose
+            # coefficients end at t1, e.g. sm-vp beyond t = 1)
+            out = odeint(counted, y0, ts, method=spec.method, rtol=spec.rtol, atol=spec.atol,
+                         options={"step_t": ts[-1:]})
         except AssertionError as e:  # torchdiffeq reports a vanishing step with a bare assert
             if "underflow in dt" not in str(e):
                 raise

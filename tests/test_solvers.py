@@ -101,3 +101,19 @@ def test_step_size_underflow_is_a_named_error():
         solve(lambda t, y: torch.ones_like(y) / (1.0 - t) ** 2, torch.zeros(3),
               SolverSpec("dopri5", rtol=1e-5, atol=1e-5))
     assert issubclass(StepSizeUnderflow, RuntimeError)
+
+
+@pytest.mark.parametrize("method", [n for n, s in SOLVERS.items() if s.adaptive])
+@pytest.mark.parametrize("t0,t1", [(0.0, 1 - 1e-5), (1 - 1e-5, 0.0)])
+def test_adaptive_solvers_never_evaluate_outside_the_interval(method, t0, t1):
+    """torchdiffeq steps past t1 and interpolates back unless told to land on it; a field defined
+    only on [t0, t1] (sm-vp's coefficients are NaN beyond t = 1) must never be called outside."""
+    seen = []
+
+    def f(t, y):
+        seen.append(float(t))
+        return -3 * y * torch.cos(8 * torch.as_tensor(float(t)))
+
+    solve(f, torch.ones(4), SolverSpec(method, rtol=1e-5, atol=1e-5), t0, t1)
+    lo, hi = min(t0, t1), max(t0, t1)
+    assert lo - 1e-6 <= min(seen) and max(seen) <= hi + 1e-6
