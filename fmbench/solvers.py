@@ -131,7 +131,7 @@ def solve(
     """Integrate dy/dt = func(t, y) from t0 to t1 (t1 < t0 integrates backwards).
 
     Times are float64 whatever the state's dtype (float32 times underflow adaptive steps near a
-    stiff end point); ``func`` receives a float64 scalar ``t``.
+    stiff end point); torchdiffeq then hands ``func`` the time cast to the state's dtype.
 
     ``y0`` may be a tensor or a tuple of tensors (augmented states, e.g. log-density).
     With ``trajectory=True`` fixed-step solvers return every step, adaptive ones ``n_saved`` points.
@@ -151,8 +151,8 @@ def solve(
                 raise
             raise StepSizeUnderflow(
                 f"{spec.label()}: the step size underflowed near t = {counted.last_t:.10g} after "
-                f"{counted.calls} evaluations: the velocity field is too stiff there for these "
-                f"tolerances (loosen rtol/atol or use a fixed-step solver)") from e
+                f"{counted.calls} evaluations: the field is too stiff there (or not finite) for "
+                f"these tolerances (loosen rtol/atol or use a fixed-step solver)") from e
     else:
         k = spec.n_steps
         grid = torch.linspace(t0, t1, k + 1, dtype=torch.float64)
