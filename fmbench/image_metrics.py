@@ -89,7 +89,7 @@ def _weights_id(m) -> str:
 def feature_batch(ctx: EvalContext) -> int:
     """Images per feature-extractor call: metrics.feature_batch, or (0) 16 on CPU (Inception's
     CPU throughput falls from ~14 to ~7 images/s between batch 16 and 128: benchmarks/image_costs.py)
-    and 64 on GPU. An execution setting only: the features do not depend on it."""
+    and 64 on GPU. An execution setting only: the features depend on it by float rounding at most."""
     ex = _image_ctx(ctx)
     fb = ex["metrics"].feature_batch
     return fb or (16 if torch.device(ex["device"]).type == "cpu" else 64)

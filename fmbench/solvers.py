@@ -111,11 +111,11 @@ class StepSizeUnderflow(RuntimeError):
 
 class _Counted:
     def __init__(self, func: Callable):
-        self.func, self.calls, self.last_t = func, 0, float("nan")
+        self.func, self.calls, self.last_t = func, 0, None
 
     def __call__(self, t, y):
         self.calls += 1
-        self.last_t = float(t)
+        self.last_t = t  # kept as a tensor: float() here would sync the device on every call
         return self.func(t, y)
 
 
@@ -150,7 +150,7 @@ def solve(
             if "underflow in dt" not in str(e):
                 raise
             raise StepSizeUnderflow(
-                f"{spec.label()}: the step size underflowed near t = {counted.last_t:.10g} after "
+                f"{spec.label()}: the step size underflowed near t = {float(counted.last_t):.10g} after "
                 f"{counted.calls} evaluations: the field is too stiff there (or not finite) for "
                 f"these tolerances (loosen rtol/atol or use a fixed-step solver)") from e
     else:
