@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 a run finished with failed cases, 2 unusable input (bad
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -71,13 +72,15 @@ def cmd_validate(args, console: Console) -> int:
 
 
 def cmd_run(args, console: Console) -> int:
-    from fmbench.runner import run_suite, summary_table
+    from fmbench.runner import RunError, run_suite, summary_table
     from fmbench.suite import load_suite
 
     suite = load_suite(args.suite)
     out = Path(args.out) if args.out else Path("results") / suite.name
+    if args.force and not args.resume:
+        raise RunError("--force only applies with --resume (it keeps another suite's rows)")
     df = run_suite(suite, out, resume=args.resume, cache_dir=args.cache_dir,
-                   console=Console(stderr=True), overwrite=args.overwrite)
+                   console=_ERR, overwrite=args.overwrite, force=args.force)
     console.print(summary_table(df, title=f"{suite.name}: mean ± std over "
                                           f"{len(suite.seeds)} seed(s)"))
     console.print(f"results: {out}/results.csv ({len(df)} rows); metadata: {out}/run.json")
@@ -171,7 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", action="store_true",
                    help="finish an interrupted run in --out, skipping finished cases")
     r.add_argument("--overwrite", action="store_true",
-                   help="replace the results already in --out (trained models stay cached)")
+                   help="replace the results of an earlier fmbench run in --out (only files "
+                        "fmbench wrote are deleted; trained models stay cached)")
+    r.add_argument("--force", action="store_true",
+                   help="with --resume: continue a folder started by another suite or other "
+                        "settings, keeping the earlier rows in the table beside the new ones")
     r.add_argument("--cache-dir", help="trained-model cache (default $FMBENCH_CACHE or "
                                        "~/.cache/fmbench)")
     v = sub.add_parser("validate", help="check a suite file and show its grid")
@@ -209,25 +216,42 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_ERR = Console(stderr=True)
+
+
+def _log_to(console: Console) -> logging.Handler:
+    """fmbench's log messages (files set aside, orphans removed, …) on the terminal."""
+    from rich.logging import RichHandler
+
+    handler = RichHandler(console=console, show_time=False, show_path=False, markup=False)
+    logger = logging.getLogger("fmbench")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    return handler
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console() if sys.stdout.isatty() else Console(width=200)
-    err = Console(stderr=True)
+    err = _ERR
     from fmbench.compare import ResultsError
     from fmbench.fid import InceptionWeightsError
-    from fmbench.runner import RunError
+    from fmbench.runner import RunError, StorageError
     from fmbench.suite import SuiteError
 
+    handler = _log_to(err)
     try:
         return {"run": cmd_run, "validate": cmd_validate, "list": cmd_list,
                 "fid-weights": cmd_fid_weights, "compare": cmd_compare, "check": cmd_check,
                 "merge": cmd_merge, "report": cmd_report}[args.command](args, console)
-    except (SuiteError, RunError, InceptionWeightsError, ResultsError) as e:
+    except (SuiteError, RunError, InceptionWeightsError, ResultsError, StorageError) as e:
         err.print(f"[red]error:[/] {e}", highlight=False)
         return 2
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]: finished cases are saved; rerun with --resume")
         return 130
+    finally:
+        logging.getLogger("fmbench").removeHandler(handler)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ from fmbench.image_data import to_uint8
 from fmbench.likelihood import bits_per_dim
 from fmbench.metrics import METRICS, EvalContext, MetricDef, NotApplicable, NotApplicableValue, metric
 from fmbench.solvers import SolverSpec
+from fmbench.storage import atomic_write, set_aside
 
 FID_SETTINGS = ("n_eval", "fid_ref_n", "feature_extractor")
 KID_SETTINGS = (*FID_SETTINGS, "kid_subset_size")
@@ -108,16 +108,26 @@ def cached_features(ctx: EvalContext, split: str, n: int) -> torch.Tensor:
     mem = ctx.cache.setdefault("features", {})
     if file.name in mem:
         return mem[file.name]
-    if file.exists():
-        feats = torch.from_numpy(np.load(file)["features"])
-    else:
+    feats = _read_features(file, n) if file.exists() else None
+    if feats is None:
         feats = F.extract_features(extractor(ctx), images[:n], feature_batch(ctx))
-        file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, features=feats.float().numpy(), ident=ident)
-        os.replace(tmp, file)
+        arrays = {"features": feats.float().numpy(), "ident": np.array(ident)}
+        atomic_write(file, lambda f: np.savez(f, **arrays))
     mem[file.name] = feats.double()
     return mem[file.name]
+
+
+def _read_features(file: Path, n: int) -> torch.Tensor | None:
+    """Cached features, or None (the file set aside) when it is unreadable or the wrong size."""
+    try:
+        with np.load(file, allow_pickle=False) as z:
+            feats = torch.from_numpy(np.asarray(z["features"], dtype=np.float32))
+        if feats.dim() != 2 or len(feats) != n or not torch.isfinite(feats).all():
+            raise ValueError(f"features of shape {tuple(feats.shape)}, expected {n} finite rows")
+    except Exception as e:  # noqa: BLE001 - truncated or foreign: recomputed
+        set_aside(file, f"unreadable feature cache: {type(e).__name__}: {e}"[:300])
+        return None
+    return feats
 
 
 def generated_features(ctx: EvalContext) -> torch.Tensor:

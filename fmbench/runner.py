@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -29,29 +30,28 @@ from rich.progress import (
 from rich.table import Table
 
 from fmbench import data as D
-from fmbench.image_data import DataError
 from fmbench.image_tasks import image_sampler, load_split
 from fmbench.metrics import METRICS, EvalContext, NotApplicable, NotApplicableValue, compute
 from fmbench.models import MLP
-from fmbench.paths.couplings import CouplingError, make_coupling
+from fmbench.paths.couplings import make_coupling
 from fmbench.paths.schedules import GaussianPath
 from fmbench.results import (
-    ROW_COLUMNS,
     SCHEMA_VERSION,
-    ResultStore,
+    ResultsSession,
+    RunError,
     environment,
     git_commit,
-    now,
     summarize,
 )
 from fmbench.solvers import solve
-from fmbench.suite import Case, Suite, Task
-from fmbench.train import TrainingFailed, train
+from fmbench.storage import StorageError, atomic_write, remove_orphans, set_aside
+from fmbench.suite import TRAIN_CODE_VERSION, Case, Suite, Task
+from fmbench.train import CorruptCheckpoint, TrainingFailed, train
 from fmbench.unet import UNet
 
+__all__ = ["RunError", "StorageError", "run_suite", "summary_table"]
 
-class RunError(RuntimeError):
-    """Unusable request (e.g. results exist and --resume not given)."""
+log = logging.getLogger("fmbench")
 
 
 def default_cache_dir() -> Path:
@@ -133,9 +133,17 @@ def build_model(suite: Suite, seed: int, shape: tuple[int, ...]) -> torch.nn.Mod
         return MLP(2, suite.model.width, suite.model.depth, suite.model.activation)
 
 
+STEM_MAX = 120  # file names from task names stay far below any file system's limit (255)
+
+
 def case_file_stem(case: Case) -> str:
-    return re.sub(r"[^A-Za-z0-9_.@=-]+", "_", f"{case.task.name}-{path_label(case.path)}-"
-                  f"{case.solver.label()}-seed{case.seed}")
+    """A safe file name for a case's samples: sanitised, bounded (long names keep a prefix and
+    a hash), always ending in ``-seed<N>``."""
+    base = re.sub(r"[^A-Za-z0-9_.@=-]+", "_", f"{case.task.name}-{path_label(case.path)}-"
+                  f"{case.solver.label()}").lstrip(".")
+    if len(base) > STEM_MAX:
+        base = f"{base[:STEM_MAX - 13]}-{hashlib.sha256(base.encode()).hexdigest()[:12]}"
+    return f"{base}-seed{case.seed}"
 
 
 def save_samples(folder: Path, case: Case, ctx: EvalContext, samples: torch.Tensor) -> None:
@@ -147,43 +155,37 @@ def save_samples(folder: Path, case: Case, ctx: EvalContext, samples: torch.Tens
     with torch.no_grad():
         traj = solve(ctx.velocity, ctx.x0_eval[:64], case.solver, ctx.path.t_min,
                      ctx.path.t_max, trajectory=True, n_saved=51).trajectory
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{stem}.{os.getpid()}.tmp.npz"
-    np.savez(tmp, samples=samples[:2000].numpy(), trajectories=traj.numpy(),
-             test=ctx.x1_test[:2000].numpy())
-    os.replace(tmp, folder / f"{stem}.npz")
+    arrays = {"samples": samples[:2000].numpy(), "trajectories": traj.numpy(),
+              "test": ctx.x1_test[:2000].numpy()}
+    atomic_write(folder / f"{stem}.npz", lambda f: np.savez(f, **arrays))
 
 
 def save_sample_grid(file: Path, samples: torch.Tensor, n: int = 64) -> None:
     from torchvision.utils import save_image
 
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(f".{file.stem}.{os.getpid()}.tmp.png")
     grid = (samples[:n].detach().float().cpu().clamp(-1, 1) + 1) / 2
-    save_image(grid, tmp, nrow=int(math.ceil(math.sqrt(min(n, len(grid))))))
-    os.replace(tmp, file)
+    nrow = int(math.ceil(math.sqrt(min(n, len(grid)))))
+    atomic_write(file, lambda f: save_image(grid, f, nrow=nrow, format="png"))
 
 
 def save_model(file: Path, model: torch.nn.Module, meta: dict) -> None:
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save({"state_dict": model.state_dict(), "meta": meta}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, file)
+    state = {"state_dict": model.state_dict(), "meta": meta}
+    atomic_write(file, lambda f: torch.save(state, f))
 
 
 def load_model(file: Path, model: torch.nn.Module) -> dict | None:
-    """Load a cached model; None (and the file removed) if it is unreadable, e.g. truncated."""
+    """Load a cached model; None (and the file set aside) if it is unreadable, e.g. truncated."""
     try:
         ckpt = torch.load(file, map_location="cpu", weights_only=True)
         model.load_state_dict(ckpt["state_dict"])
-    except Exception:  # noqa: BLE001 - any unreadable cache entry is retrained
-        file.unlink(missing_ok=True)
+        meta = ckpt["meta"]
+        if not isinstance(meta, dict) or "losses" not in meta or "train_time" not in meta:
+            raise ValueError("no training metadata")
+    except Exception as e:  # noqa: BLE001 - any unreadable cache entry is retrained
+        set_aside(file, f"unreadable cached model: {type(e).__name__}: {e}"[:300])
         return None
     model.eval()
-    return ckpt["meta"]
+    return meta
 
 
 def settings_digest(suite: Suite, case: Case) -> str:
@@ -218,7 +220,15 @@ def case_rows(suite: Suite, case: Case, values: dict[str, tuple[float, str, str]
     return rows
 
 
+def describe(e: BaseException, limit: int = 500) -> str:
+    """One line saying what went wrong (the reason stored on a failed row)."""
+    text = " ".join(f"{type(e).__name__}: {e}".split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def evaluate(ctx: EvalContext, names: tuple[str, ...]) -> dict[str, tuple[float, str, str]]:
+    """Each metric on its own: a failure fails that metric (with its reason), never the run;
+    only StorageError (the machine cannot write) and interrupts propagate."""
     out: dict[str, tuple[float, str, str]] = {}
     for name in names:
         try:
@@ -229,11 +239,30 @@ def evaluate(ctx: EvalContext, names: tuple[str, ...]) -> dict[str, tuple[float,
                     out[k] = (float(v), "ok", "")
         except NotApplicable as e:
             out[name] = (float("nan"), "not_applicable", str(e))
-        except (FloatingPointError, CouplingError, RuntimeError, ValueError, AssertionError,
-                OSError) as e:
-            # AssertionError: torchdiffeq reports step-size underflow with assert
-            out[name] = (float("nan"), "failed", f"{type(e).__name__}: {e}")
+        except StorageError:
+            raise
+        except Exception as e:  # noqa: BLE001 - see docstring
+            out[name] = (float("nan"), "failed", describe(e))
     return out
+
+
+def suite_definition(suite: Suite) -> dict:
+    """Everything that defines the suite's numbers (compared when a run is resumed): name, seeds,
+    tasks, model, training, paths, solvers, metric settings and the code versions behind them."""
+    from dataclasses import asdict
+
+    doc = {
+        "suite": {"name": suite.name, "seeds": list(suite.seeds), "data_seed": suite.data_seed},
+        "task": [{"name": t.name, "source": t.source, "target": t.target, **dict(t.options)}
+                 for t in suite.tasks],
+        "model": asdict(suite.model), "training": asdict(suite.training),
+        "path": [{"name": p.name, **p.params()} for p in suite.paths],
+        "solver": [s.label() for s in suite.solvers],
+        "metrics": asdict(suite.metrics),
+        "code": {"training": TRAIN_CODE_VERSION,
+                 "metrics": {n: METRICS.get(n).version for n in suite.metrics.names}},
+    }
+    return json.loads(json.dumps(doc, default=str))
 
 
 def _progress(console: Console) -> Progress:
@@ -244,34 +273,33 @@ def _progress(console: Console) -> Progress:
 
 def run_suite(suite: Suite, out_dir: str | Path, resume: bool = False,
               cache_dir: str | Path | None = None, console: Console | None = None,
-              overwrite: bool = False) -> pd.DataFrame:
+              overwrite: bool = False, force: bool = False) -> pd.DataFrame:
+    """Run every case of ``suite`` into ``out_dir``; returns the results table.
+
+    ``resume`` finishes a folder started by the same suite (``force``: by another suite or other
+    settings, keeping both); ``overwrite`` replaces a previous run's files. A failure inside a
+    case fails that case (recorded with its reason) and the suite goes on; RunError (unusable
+    request) and StorageError (disk full, read-only, lock held) stop the run before or between
+    cases, with every finished case kept.
+    """
     console = console or Console(stderr=True)
-    store = ResultStore(out_dir)
-    if resume and overwrite:
-        raise RunError("--resume and --overwrite exclude each other")
-    if store.has_results() and overwrite:
-        store.clear()
-    if store.has_results() and not resume:
-        raise RunError(f"{out_dir} already holds results; pass --resume to finish that run, "
-                       "--overwrite to replace it, or --out to write elsewhere")
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     cases = suite.cases()
-    done = store.done_ids()
-    meta = store.read_meta() if resume else {}
-    meta.setdefault("schema_version", 1)
-    meta.update({"suite": suite.name, "suite_file": suite.file, "resolved_suite": suite.raw,
-                 "seeds": list(suite.seeds), "data_seed": suite.data_seed, "git": git_commit(),
-                 "environment": environment(), "n_cases": len(cases), "status": "running"})
-    meta.setdefault("started", now())
-    meta.setdefault("sessions", []).append({"started": now(), "resumed": resume,
-                                            "cases_already_done": len(done & {c.case_id
-                                                                             for c in cases})})
-    store.write_meta(meta)
+    meta = {"suite": suite.name, "suite_file": suite.file, "resolved_suite": suite.raw,
+            "check": suite.check, "seeds": list(suite.seeds), "data_seed": suite.data_seed,
+            "git": git_commit(), "environment": environment()}
+    with ResultsSession.open(out_dir, meta, suite_definition(suite),
+                             [c.case_id for c in cases], resume=resume, overwrite=overwrite,
+                             force=force) as session:
+        if remove_orphans(cache):
+            log.info("removed orphan temporary files of interrupted runs in %s", cache)
+        _run_cases(suite, cases, session, cache, console)
+        return session.table()
 
-    # rows of this suite's cases, read from disk once and kept current as cases finish
-    rows_by_case: dict[str, list[dict]] = {
-        cid: grp.to_dict("records")
-        for cid, grp in store.read_rows({c.case_id for c in cases}).groupby("case_id")}
+
+def _run_cases(suite: Suite, cases: list[Case], session: ResultsSession, cache: Path,
+               console: Console) -> None:
+    done = session.done_ids()
     task_cache: dict[str, TaskData] = {}
     by_model: dict[str, list[Case]] = defaultdict(list)
     for c in cases:
@@ -282,93 +310,105 @@ def run_suite(suite: Suite, out_dir: str | Path, resume: bool = False,
     with _progress(console) as progress:
         overall = progress.add_task("cases", total=len(cases), completed=len(cases) - todo,
                                     info="")
-        for mkey, mcases in by_model.items():
+        for mcases in by_model.values():
             pending = [c for c in mcases if c.case_id not in done]
             if not pending:
                 continue
             first = pending[0]
             label = f"{first.task.name} {path_label(first.path)} seed {first.seed}"
-            failure = None
             try:
-                if first.task.name not in task_cache:
-                    task_cache[first.task.name] = TaskData.load(first.task)
-                td = task_cache[first.task.name]
-            except (DataError, OSError) as e:
-                td, failure = None, f"data: {e}"
-                console.print(f"[red]failed[/] {label}: {failure}")
-            dev = device_for(first.task)
-            model = None
-            if td is not None:
-                try:
-                    model = build_model(suite, first.seed, td.shape).to(dev)
-                except ValueError as e:
-                    failure = f"model: {e}"
-                    console.print(f"[red]failed[/] {label}: {failure}")
-            file = cache / "models" / f"{mkey}.pt"
-            train_meta = load_model(file, model) if file.exists() and model is not None else None
-            if train_meta is None and failure is None:
-                ckpt = cache / "checkpoints" / f"{mkey}.pt"
-                bar = progress.add_task(f"train {label}", total=suite.training.steps, info="")
-
-                def on_step(step, loss, rate, bar=bar):
-                    if step % 50 == 0 or step == suite.training.steps:
-                        progress.update(bar, completed=step,
-                                        info=f"loss {loss:.4f} · {rate:,.0f} samples/s")
-
-                try:
-                    train_meta = train(
-                        model, first.path, make_coupling(first.path.coupling,
-                                                         **first.path.coupling_params()),
-                        td.source(first.path), td.target(), suite.training, first.seed, on_step,
-                        checkpoint=ckpt if suite.training.checkpoint_every else None, device=dev)
-                    save_model(file, model, train_meta)
-                    ckpt.unlink(missing_ok=True)
-                except (TrainingFailed, CouplingError) as e:
-                    failure = f"training failed: {type(e).__name__}: {e}"
-                    console.print(f"[red]failed[/] {label}: {failure}")
-                progress.remove_task(bar)
-            if train_meta is not None:
-                store.write_losses(mkey, {"task": first.task.name,
-                                          "path_label": path_label(first.path),
-                                          "seed": first.seed, "losses": train_meta["losses"]})
-            sets = eval_sets(suite, td, first.path) if failure is None else {}
-            extras = {"is_image": first.task.is_image, "task": first.task, "device": dev,
-                      "metrics": suite.metrics, "cache_dir": cache}
-            if td is not None and first.task.is_image:
-                extras.update(train_images=td.train_images, test_images_fid=td.test_images)
+                td = task_cache.get(first.task.name) or TaskData.load(first.task)
+                task_cache[first.task.name] = td
+                model, train_meta = _trained_model(suite, first, td, cache, progress, label)
+                sets, failure = eval_sets(suite, td, first.path), None
+            except StorageError:
+                raise
+            except Exception as e:  # noqa: BLE001 - fails this model's cases, the suite goes on
+                failure = describe(e)
+                console.print(f"[red]failed[/] {label}: {failure}", highlight=False)
+            else:
+                session.store.write_losses(first.model_key, {
+                    "task": first.task.name, "path_label": path_label(first.path),
+                    "seed": first.seed, "losses": train_meta["losses"]})
             model_cache: dict = {}
             for case in pending:
                 progress.update(overall, info=f"{label} {case.solver.label()}")
                 if failure is not None:
                     values = {n: (float("nan"), "failed", failure) for n in suite.metrics.names}
                 else:
-                    ctx = EvalContext(case.path, model, case.solver, gaussian_source=case.task
-                                      .gaussian_source, train_meta=train_meta,
-                                      reference_steps=suite.metrics.reference_steps,
-                                      solver_mse_n=suite.metrics.solver_mse_n,
-                                      eval_batch=suite.metrics.eval_batch,
-                                      cache=model_cache, extras=extras, **sets)
-                    values = evaluate(ctx, suite.metrics.names)
-                    gen = ctx.local.get("gen")
-                    if isinstance(gen, tuple):
-                        save_samples(store.dir / "samples", case, ctx, gen[0].y)
-                rows_by_case[case.case_id] = case_rows(suite, case, values)
-                store.write_case(case.case_id, rows_by_case[case.case_id])
+                    values = _evaluate_case(suite, case, model, train_meta, td, sets, cache,
+                                            model_cache, session.store.dir / "samples")
+                session.record(case.case_id, case_rows(suite, case, values))
                 progress.advance(overall)
-                store.write_table(_table(rows_by_case, cases))
-
-    df = _table(rows_by_case, cases)
-    store.write_table(df)
-    meta["sessions"][-1]["finished"] = now()
-    meta.update({"finished": now(), "status": "complete"})
-    store.write_meta(meta)
-    return df
 
 
-def _table(rows_by_case: dict[str, list[dict]], cases: list[Case]) -> pd.DataFrame:
-    """All rows of the suite's finished cases, in suite order."""
-    rows = [r for c in cases for r in rows_by_case.get(c.case_id, [])]
-    return pd.DataFrame(rows, columns=ROW_COLUMNS)
+def _trained_model(suite: Suite, first: Case, td: TaskData, cache: Path, progress: Progress,
+                   label: str) -> tuple[torch.nn.Module, dict]:
+    """The case's model from the model cache, or trained (resuming a checkpoint if there is
+    one; a corrupt checkpoint is set aside and training starts over)."""
+    dev = device_for(first.task)
+    try:
+        model = build_model(suite, first.seed, td.shape).to(dev)
+    except ValueError as e:
+        raise ValueError(f"model: {e}") from None
+    file = cache / "models" / f"{first.model_key}.pt"
+    meta = load_model(file, model) if file.exists() else None
+    if meta is not None:
+        return model, meta
+    ckpt = cache / "checkpoints" / f"{first.model_key}.pt"
+    steps = suite.training.steps
+    bar = progress.add_task(f"train {label}", total=steps, info="")
+
+    def on_step(step, loss, rate):
+        if step % 50 == 0 or step == steps:
+            progress.update(bar, completed=step, info=f"loss {loss:.4f} · {rate:,.0f} samples/s")
+
+    def fit(m):
+        return train(m, first.path, make_coupling(first.path.coupling,
+                                                  **first.path.coupling_params()),
+                     td.source(first.path), td.target(), suite.training, first.seed, on_step,
+                     checkpoint=ckpt if suite.training.checkpoint_every else None, device=dev)
+
+    try:
+        try:
+            meta = fit(model)
+        except CorruptCheckpoint as e:
+            set_aside(e.file, e.reason)
+            model = build_model(suite, first.seed, td.shape).to(dev)
+            meta = fit(model)
+        save_model(file, model, meta)
+        ckpt.unlink(missing_ok=True)
+    except TrainingFailed as e:
+        raise TrainingFailed(f"training failed: {e}") from None
+    finally:
+        progress.remove_task(bar)
+    return model, meta
+
+
+def _evaluate_case(suite: Suite, case: Case, model, train_meta: dict, td: TaskData, sets: dict,
+                   cache: Path, model_cache: dict, samples_dir: Path
+                   ) -> dict[str, tuple[float, str, str]]:
+    """The case's metric values; its samples are saved when generation succeeded."""
+    task = case.task
+    extras = {"is_image": task.is_image, "task": task, "device": device_for(task),
+              "metrics": suite.metrics, "cache_dir": cache}
+    if task.is_image:
+        extras.update(train_images=td.train_images, test_images_fid=td.test_images)
+    ctx = EvalContext(case.path, model, case.solver, gaussian_source=task.gaussian_source,
+                      train_meta=train_meta, reference_steps=suite.metrics.reference_steps,
+                      solver_mse_n=suite.metrics.solver_mse_n,
+                      eval_batch=suite.metrics.eval_batch, cache=model_cache, extras=extras,
+                      **sets)
+    values = evaluate(ctx, suite.metrics.names)
+    gen = ctx.local.get("gen")
+    if isinstance(gen, tuple):
+        try:
+            save_samples(samples_dir, case, ctx, gen[0].y)
+        except StorageError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the numbers stand; only the pictures are lost
+            log.warning("samples of %s not saved: %s", case_file_stem(case), describe(e))
+    return values
 
 
 def summary_table(df: pd.DataFrame, title: str = "") -> Table:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,10 +26,20 @@ import torch
 
 from fmbench.paths.couplings import Coupling
 from fmbench.paths.schedules import GaussianPath
+from fmbench.storage import atomic_write
 
 
 class TrainingFailed(RuntimeError):
     """Training produced a non-finite or diverging loss."""
+
+
+class CorruptCheckpoint(RuntimeError):
+    """A checkpoint file exists but cannot be loaded (truncated, from other code); the caller
+    sets it aside and trains from scratch with a fresh model."""
+
+    def __init__(self, file: Path, reason: str):
+        self.file, self.reason = file, reason
+        super().__init__(f"{file}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -71,13 +80,21 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 def _save_checkpoint(file: Path, state: dict) -> None:
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, file)
+    atomic_write(file, lambda f: torch.save(state, f))
+
+
+CHECKPOINT_KEYS = ("model", "optimizer", "ema", "generator", "torch_rng", "step", "first_loss",
+                   "losses", "coupling_time", "train_time")
+
+
+def _load_checkpoint(file: Path, device: torch.device) -> dict:
+    try:
+        state = torch.load(file, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - truncated or foreign: any failure means unusable
+        raise CorruptCheckpoint(file, f"unreadable ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or set(CHECKPOINT_KEYS) - set(state):
+        raise CorruptCheckpoint(file, "not a training checkpoint of this fmbench")
+    return state
 
 
 def train(model, path, coupling, sample_source, sample_target, cfg, seed, on_step=None,
@@ -92,7 +109,7 @@ def train(model, path, coupling, sample_source, sample_target, cfg, seed, on_ste
     dev = torch.device(device)
     devices = [dev.index or 0] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed * 1_000_003 + 7919)
+        torch.manual_seed((seed * 1_000_003 + 7919) % 2**63)
         return _train(model, path, coupling, sample_source, sample_target, cfg, seed, on_step,
                       checkpoint, dev)
 
@@ -118,20 +135,25 @@ def _train(
     first: float | None = None
     coupling_time = elapsed = 0.0
     start_step = 0
+    running, count = 0.0, 0  # the loss mean of the log interval in progress
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        gen.set_state(state["generator"].cpu())
-        torch.set_rng_state(state["torch_rng"].cpu())
+        state = _load_checkpoint(ckpt, device)
+        try:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            if ema is not None:
+                ema.load_state_dict(state["ema"])
+            gen.set_state(state["generator"].cpu())
+            torch.set_rng_state(state["torch_rng"].cpu())
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            raise CorruptCheckpoint(ckpt, f"does not fit this model ({e})") from None
         if cuda and "cuda_rng" in state:
             torch.cuda.set_rng_state(state["cuda_rng"].cpu())
         start_step, first = state["step"], state["first_loss"]
         losses = [tuple(x) for x in state["losses"]]
         coupling_time, elapsed = state["coupling_time"], state["train_time"]
+        running, count = state.get("running_loss", (0.0, 0))
 
     def snapshot(step: int) -> dict:
         return {"model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -139,10 +161,10 @@ def _train(
                 "torch_rng": torch.get_rng_state(),
                 **({"cuda_rng": torch.cuda.get_rng_state()} if cuda else {}),
                 "step": step, "first_loss": first, "losses": losses,
+                "running_loss": (running, count),
                 "coupling_time": coupling_time, "train_time": elapsed}
 
     forward = torch.compile(model) if (cfg.compile and cuda) else model
-    running, count = 0.0, 0
     model.train()
     t_start = time.perf_counter()
     t_last = t_start

@@ -1,0 +1,236 @@
+"""Files on disk: atomic writes, orphan clean-up, corrupt files set aside, a folder lock.
+
+Every file fmbench writes (results, case files, run.json, cached models, checkpoints, features,
+samples, reports) goes through :func:`atomic_write`: the bytes go to a temporary file beside the
+target, named ``.<name>.<host>.<pid>.<random>.tmp``, which is fsync'ed, given the permissions
+the umask allows (``mkstemp`` would leave 0600, unreadable to collaborators) and renamed over the
+target. Readers see the old file or the new one, never half of one; on any exception the temporary
+file is removed. A process killed with ``kill -9`` cannot remove it: :func:`remove_orphans` does,
+at the start of the next run, for temporary files whose writer (same host, that pid) is gone.
+
+A write that fails because of the machine — disk full, quota, read-only file system, no
+permission, I/O error — raises :class:`StorageError`: a failure of the run, not of a case (the
+runner stops with one message, exit code 2, and ``--resume`` continues once it is fixed). Any
+other ``OSError`` (a file name too long, say) stays an ordinary error that fails one case.
+
+:func:`set_aside` renames a corrupt file to ``<name>.corrupt-<UTC time>`` so that it is kept for
+inspection and recomputed, never fatal. :class:`FolderLock` is an exclusive ``flock`` on
+``<folder>/.fmbench.lock``, held by a live run; the kernel drops it when the process dies, so a
+killed run never leaves a folder stuck.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import re
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+# errors of the machine rather than of one case: the run stops and says what to fix
+RUN_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+LOCK_NAME = ".fmbench.lock"
+log = logging.getLogger("fmbench")
+ORPHAN_AGE_S = 24 * 3600  # temporary files of other hosts (shared file systems) older than this
+
+
+class StorageError(RuntimeError):
+    """The run cannot write its files (disk full, read-only, permission, lock held)."""
+
+
+class LockHeld(StorageError):
+    """Another live fmbench process holds the folder's lock."""
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+
+
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def storage_error(path: Path | str, e: OSError) -> StorageError | OSError:
+    """A StorageError for the machine's errors (see RUN_ERRNOS); the OSError itself otherwise."""
+    if e.errno not in RUN_ERRNOS:
+        return e
+    name = errno.errorcode.get(e.errno, str(e.errno))
+    hint = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space",
+            errno.EROFS: "choose a writable folder"}.get(e.errno, "check the permissions")
+    return StorageError(f"cannot write {path}: {e.strerror or e} ({name}); {hint}, then "
+                        "rerun with --resume: finished cases are kept")
+
+
+def temp_name(target: Path) -> Path:
+    return target.with_name(f".{target.name}.{_host()}.{os.getpid()}."
+                            f"{secrets.token_hex(4)}.tmp")
+
+
+def atomic_write(path: Path | str, write: Callable[[IO[bytes]], object]) -> Path:
+    """Write ``path`` atomically: ``write(f)`` fills a binary temporary file beside it."""
+    path = Path(path)
+    tmp = temp_name(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, _umask_mode())
+        os.replace(tmp, path)
+    except OSError as e:
+        _discard(tmp)
+        raise storage_error(path, e) from e
+    except BaseException:
+        _discard(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: Path | str, text: str) -> Path:
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def _discard(tmp: Path) -> None:
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
+# names of the temporary files earlier fmbench versions wrote (no host in them)
+_LEGACY_TEMP = re.compile(r"^\..+(\.\d+\.tmp(\.npz|\.png)?|\.[A-Za-z0-9_]{8}\.tmp)$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_orphan(file: Path, legacy: bool) -> bool:
+    """A temporary file whose writer is gone: same host and a dead pid, or another host's file
+    older than ORPHAN_AGE_S; ``legacy`` also counts the older fmbench temp names (only safe where
+    no other live writer can be, i.e. inside a locked folder)."""
+    m = _TEMP.match(file.name)
+    if m is None:
+        return legacy and bool(_LEGACY_TEMP.match(file.name))
+    if m["host"] == _host():
+        return int(m["pid"]) != os.getpid() and not _pid_alive(int(m["pid"]))
+    try:
+        return time.time() - file.stat().st_mtime > ORPHAN_AGE_S
+    except OSError:
+        return False
+
+
+def remove_orphans(folder: Path | str, legacy: bool = False) -> list[Path]:
+    """Remove orphan temporary files anywhere under ``folder``; returns what was removed."""
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for root, _, names in os.walk(folder):  # never follows symlinked folders
+        for name in names:
+            file = Path(root) / name
+            if not name.startswith(".") or "tmp" not in name or file.is_symlink() \
+                    or not is_orphan(file, legacy):
+                continue
+            try:
+                file.unlink()
+                removed.append(file)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                raise storage_error(file, e) from e
+    return removed
+
+
+def set_aside(file: Path | str, reason: str) -> Path:
+    """Rename a corrupt file to ``<name>.corrupt-<UTC time>`` (kept for inspection) and log it."""
+    file = Path(file)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    dest = file.with_name(f"{file.name}.corrupt-{stamp}")
+    n = 1
+    while dest.exists():
+        dest = file.with_name(f"{file.name}.corrupt-{stamp}-{n}")
+        n += 1
+    try:
+        os.replace(file, dest)
+    except OSError as e:
+        raise storage_error(file, e) from e
+    log.warning("set aside %s (%s) as %s; it will be recomputed", file, reason, dest.name)
+    return dest
+
+
+class FolderLock:
+    """Exclusive lock on a folder for one live process (``flock``; released by the kernel when
+    the process exits, however it exits)."""
+
+    def __init__(self, folder: Path | str):
+        self.folder = Path(folder)
+        self.file = self.folder / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> FolderLock:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise storage_error(self.file, e) from e
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise LockHeld(f"{self.folder} is in use by another fmbench run ({holder}); wait "
+                           "for it to finish or choose another --out") from None
+        except OSError as e:
+            os.close(fd)
+            raise storage_error(self.file, e) from e
+        info = json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                           "since": datetime.now(UTC).isoformat(timespec="seconds")})
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, info.encode(), 0)
+        except OSError:
+            pass  # the lock itself is what matters; the holder note is a courtesy
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            finally:
+                os.close(self._fd)
+                self._fd = None
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        d = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+        return f"pid {d['pid']} on {d['host']} since {d['since']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "holder unknown"
