@@ -109,19 +109,22 @@ def cmd_fid_weights(args, console: Console) -> int:
 
 
 def cmd_compare(args, console: Console) -> int:
-    from fmbench.compare import CompareConfig, classify, load_results, render_markdown, render_rich
+    from rich.markup import escape
 
-    cfg = CompareConfig(threshold=args.threshold, alpha=args.alpha,
-                        include_times=args.include_times)
+    from fmbench.compare import check_config, classify, load_results, render_markdown, render_rich
+
+    cfg = check_config(None, args.threshold, args.alpha, args.include_times)
     comps = classify(load_results(args.a), load_results(args.b), cfg)
     if args.format == "md":
         console.print(render_markdown(comps), markup=False, highlight=False, soft_wrap=True)
     else:
-        console.print(render_rich(comps, title=f"A = {args.a}   B = {args.b}"))
+        console.print(render_rich(comps, title=escape(f"A = {args.a}   B = {args.b}")))
     return 0
 
 
 def cmd_check(args, console: Console) -> int:
+    from rich.markup import escape
+
     from fmbench.compare import check_config, classify, load_results, render_rich
 
     cfg = check_config(args.results, args.threshold, args.alpha, args.include_times)
@@ -131,16 +134,17 @@ def cmd_check(args, console: Console) -> int:
         console.print("[red]error:[/] nothing comparable between the results and the baseline")
         console.print(render_rich(comps))
         return 2
-    console.print(render_rich(comps, title=f"check {args.results} against {args.baseline}"))
+    console.print(render_rich(comps, title=escape(f"check {args.results} against {args.baseline}")))
     if worse:
         console.print(f"[red]FAIL[/]: {len(worse)} metric(s) worse than the baseline beyond "
                       "noise, or lost (ok in the baseline, failed or absent now):")
         for c in worse:
             if c.lost:
-                console.print(f"  {c.label} {c.metric}: lost ({c.note})", highlight=False)
+                console.print(f"  {c.label} {c.metric}: lost ({c.note})", highlight=False,
+                              markup=False)
             else:
                 console.print(f"  {c.label} {c.metric}: {c.a_mean:.4g} → {c.b_mean:.4g} "
-                              f"({c.rel_change:+.1%}; {c.note})", highlight=False)
+                              f"({c.rel_change:+.1%}; {c.note})", highlight=False, markup=False)
         return 1
     console.print("[green]OK[/]: nothing worse than the baseline beyond noise")
     return 0
@@ -150,18 +154,26 @@ def cmd_merge(args, console: Console) -> int:
     from fmbench.compare import load_results, merge
     from fmbench.results import atomic_write_text
 
-    df = merge([load_results(p) for p in args.results])
+    df = merge([load_results(p) for p in args.results])  # strict: bad input → ResultsError
     out = Path(args.out)
     atomic_write_text(out / "results.csv" if not out.suffix else out, df.to_csv(index=False))
-    console.print(f"merged {len(args.results)} result set(s): {len(df)} rows → {out}")
+    console.print(f"merged {len(args.results)} result set(s): {len(df)} rows → {out}",
+                  markup=False, highlight=False)
     return 0
 
 
 def cmd_report(args, console: Console) -> int:
+    from rich.markup import escape
+
     from fmbench.report import build
 
-    path = build(args.results, args.format, args.out)
-    console.print(f"[green]wrote[/] {path}")
+    problems: list[str] = []  # inputs set aside: listed in the report and warned about here
+    path = build(args.results, args.format, args.out, problems=problems)
+    warn = Console(stderr=True)
+    for problem in problems:
+        warn.print(f"[yellow]warning:[/] set aside: {escape(problem)}", highlight=False,
+                   soft_wrap=True)
+    console.print(f"[green]wrote[/] {escape(str(path))}")
     return 0
 
 
@@ -245,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                 "fid-weights": cmd_fid_weights, "compare": cmd_compare, "check": cmd_check,
                 "merge": cmd_merge, "report": cmd_report}[args.command](args, console)
     except (SuiteError, RunError, InceptionWeightsError, ResultsError, StorageError) as e:
-        err.print(f"[red]error:[/] {e}", highlight=False)
+        err.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]: finished cases are saved; rerun with --resume")

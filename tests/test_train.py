@@ -1,5 +1,7 @@
 """Training loop: exact resume from checkpoints, EMA, warm-up, weights_only checkpoints."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -29,17 +31,33 @@ CFG = TrainConfig(steps=40, batch_size=32, lr=1e-2, ema_decay=0.9, warmup_steps=
 
 
 @pytest.mark.parametrize("stop_at", [10, 17])  # right after a checkpoint, and between two
-def test_resume_reproduces_uninterrupted_run(tmp_path, stop_at):
-    ref, ref_meta = _run(tmp_path, CFG, ckpt=tmp_path / "ref.pt")
+@pytest.mark.parametrize("log_every", [5, 7])  # 7: a checkpoint falls inside a log interval
+def test_resume_reproduces_uninterrupted_run(tmp_path, stop_at, log_every):
+    cfg = replace(CFG, log_every=log_every)
+    ref, ref_meta = _run(tmp_path, cfg, ckpt=tmp_path / "ref.pt")
     ckpt = tmp_path / "ckpt.pt"
     with pytest.raises(KeyboardInterrupt):
-        _run(tmp_path, CFG, ckpt=ckpt, stop_at=stop_at)
+        _run(tmp_path, cfg, ckpt=ckpt, stop_at=stop_at)
     state = torch.load(ckpt, weights_only=True)
     assert state["step"] == 10
-    resumed, meta = _run(tmp_path, CFG, ckpt=ckpt)
+    resumed, meta = _run(tmp_path, cfg, ckpt=ckpt)
     for a, b in zip(ref.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert meta["losses"] == ref_meta["losses"]
+
+
+def test_unreadable_checkpoint_is_reported_not_loaded(tmp_path):
+    from fmbench.train import CorruptCheckpoint
+
+    ckpt = tmp_path / "c.pt"
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, CFG, ckpt=ckpt, stop_at=12)
+    ckpt.write_bytes(ckpt.read_bytes()[:300])
+    with pytest.raises(CorruptCheckpoint, match="unreadable"):
+        _run(tmp_path, CFG, ckpt=ckpt)
+    torch.save({"step": 3}, ckpt)
+    with pytest.raises(CorruptCheckpoint, match="not a training checkpoint"):
+        _run(tmp_path, CFG, ckpt=ckpt)
 
 
 class DropoutMLP(torch.nn.Module):

@@ -1,0 +1,394 @@
+"""The run on hostile or broken ground: foreign folders, other suites, corrupt files, failing
+cases, a full or read-only disk, a live lock. Each test reproduces the situation for real."""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pandas as pd
+import pytest
+import torch
+
+import fmbench.runner as runner
+from fmbench.cli import main
+from fmbench.results import ResultStore
+from fmbench.runner import RunError, run_suite
+from fmbench.storage import LOCK_NAME, StorageError
+from fmbench.suite import load_suite
+from tests.conftest import TINY
+from tests.test_storage import HOLDER, _dead_pid, _fail_fsync, _temps
+
+TIMES = {"train_time", "sample_time", "coupling_time"}
+ONE_SEED = TINY.replace("seeds = [0, 1]", "seeds = [0]")
+
+
+def _suite(tmp_path, text=ONE_SEED, name="s.toml"):
+    f = tmp_path / name
+    f.write_text(text)
+    return f
+
+
+def _values(df):
+    df = df[~df["metric"].isin(TIMES)]
+    return {(r.case_id, r.metric): r.value for r in df.itertuples()}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run of the one-seed suite (its numbers are what every recovery must
+    reproduce)."""
+    tmp = tmp_path_factory.mktemp("ref")
+    return run_suite(load_suite(_suite(tmp)), tmp / "out", cache_dir=tmp / "cache")
+
+
+def _corrupt_files(folder):
+    return sorted(p.name for p in folder.rglob("*.corrupt-*"))
+
+
+# ----------------------------------------------------------------- output containment
+def test_foreign_folder_is_refused_and_untouched(tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "results.csv").write_text("my own table")
+    (out / "notes.txt").write_text("keep me")
+    f = _suite(tmp_path)
+    for extra in ([], ["--overwrite"], ["--resume"]):
+        assert main(["run", str(f), "--out", str(out), *extra]) == 2
+        assert "holds no fmbench results" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "results.csv"]
+    assert (out / "results.csv").read_text() == "my own table"
+
+
+def test_overwrite_deletes_only_what_fmbench_wrote(tmp_path, reference):
+    out, f = tmp_path / "out", _suite(tmp_path)
+    run_suite(load_suite(f), out)
+    (out / "notes.txt").write_text("keep me")
+    (out / "samples" / "mine.txt").write_text("keep me too")
+    stale = out / "cases" / "0123456789abcdef.json"  # a case file of an earlier suite
+    stale.write_text((next((out / "cases").glob("*.json"))).read_text())
+    assert main(["run", str(f), "--out", str(out), "--overwrite"]) == 0
+    assert (out / "notes.txt").read_text() == "keep me"
+    assert (out / "samples" / "mine.txt").read_text() == "keep me too"
+    assert not stale.exists()
+    df = pd.read_csv(out / "results.csv")
+    assert df["case_id"].nunique() == len(load_suite(f).cases())
+
+
+def test_out_that_is_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "x").write_text("a file")
+    assert main(["run", str(_suite(tmp_path)), "--out", str(tmp_path / "x")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------- resume safety
+def test_resume_with_other_settings_is_refused_naming_the_difference(tmp_path, capsys):
+    out = tmp_path / "out"
+    run_suite(load_suite(_suite(tmp_path)), out)
+    before = (out / "results.csv").read_text()
+    changed = _suite(tmp_path, ONE_SEED.replace("steps = 30", "steps = 31"), "changed.toml")
+    assert main(["run", str(changed), "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "training.steps: 30 → 31" in err and "--force" in err
+    assert (out / "results.csv").read_text() == before  # nothing rewritten
+    other = _suite(tmp_path, ONE_SEED.replace('name = "tiny"', 'name = "other"'), "o.toml")
+    assert main(["run", str(other), "--out", str(out), "--resume"]) == 2
+    assert "suite.name: tiny → other" in capsys.readouterr().err
+
+
+def test_forced_resume_keeps_every_row(tmp_path):
+    out = tmp_path / "out"
+    a = run_suite(load_suite(_suite(tmp_path)), out)
+    more = _suite(tmp_path, ONE_SEED.replace("seeds = [0]", "seeds = [0, 1]"), "more.toml")
+    with pytest.raises(RunError, match=r"suite.seeds"):
+        run_suite(load_suite(more), out, resume=True)
+    b = run_suite(load_suite(more), out, resume=True, force=True)
+    table = pd.read_csv(out / "results.csv")
+    assert set(a["case_id"]) <= set(table["case_id"]) and len(table) == len(b)
+    assert not table.duplicated(["case_id", "metric"]).any()
+    meta = json.loads((out / "run.json").read_text())
+    assert [s["forced"] for s in meta["sessions"]] == [False, True]
+    assert meta["definition"]["suite"]["seeds"] == [0, 1]
+
+
+def test_table_is_rebuilt_from_every_case_file(tmp_path):
+    """A case file that is not one of this suite's cases (left by a forced merge) stays in
+    results.csv after later resumes: no row can drop out of the table."""
+    out = tmp_path / "out"
+    f = _suite(tmp_path)
+    run_suite(load_suite(f), out)
+    two = _suite(tmp_path, ONE_SEED.replace("seeds = [0]", "seeds = [1]"), "two.toml")
+    run_suite(load_suite(two), out, resume=True, force=True)
+    n = pd.read_csv(out / "results.csv")["case_id"].nunique()
+    assert n == 2 * len(load_suite(f).cases())
+    run_suite(load_suite(two), out, resume=True)  # same suite as the last session: no --force
+    assert pd.read_csv(out / "results.csv")["case_id"].nunique() == n
+
+
+# ----------------------------------------------------------------- corrupt files
+def test_truncated_case_file_is_set_aside_and_recomputed(tmp_path, reference):
+    out = tmp_path / "out"
+    run_suite(load_suite(_suite(tmp_path)), out)
+    victim = sorted((out / "cases").glob("*.json"))[1]
+    victim.write_text(victim.read_text()[:57])
+    df = run_suite(load_suite(_suite(tmp_path)), out, resume=True)
+    assert _values(df) == _values(reference)
+    assert _corrupt_files(out) and _corrupt_files(out)[0].startswith(victim.name + ".corrupt-")
+
+
+@pytest.mark.parametrize("content", ['{"schema_version": 1, "suite": "ti', "[1, 2]", ""])
+def test_corrupt_run_json_is_set_aside_and_resume_goes_on(tmp_path, reference, content):
+    out = tmp_path / "out"
+    f = _suite(tmp_path)
+    run_suite(load_suite(f), out)
+    next((out / "cases").glob("*.json")).unlink()
+    (out / "run.json").write_text(content)
+    assert main(["run", str(f), "--out", str(out), "--resume"]) == 0
+    assert _values(pd.read_csv(out / "results.csv")) == _values(reference)
+    assert any(n.startswith("run.json.corrupt-") for n in _corrupt_files(out))
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
+
+
+def test_corrupt_run_json_with_another_suites_cases_is_refused(tmp_path):
+    out = tmp_path / "out"
+    run_suite(load_suite(_suite(tmp_path)), out)
+    (out / "run.json").write_text("{")
+    other = _suite(tmp_path, ONE_SEED.replace("steps = 30", "steps = 31"), "o.toml")
+    with pytest.raises(RunError, match="not cases of this suite"):
+        run_suite(load_suite(other), out, resume=True)
+
+
+def _by_label(df):
+    """Values keyed by what defines them (case ids change with any training setting)."""
+    df = df[~df["metric"].isin(TIMES)]
+    return {(r.path_label, r.solver_label, r.seed, r.metric): r.value for r in df.itertuples()}
+
+
+def test_truncated_training_checkpoint_is_set_aside_and_training_starts_over(
+        tmp_path, monkeypatch, reference):
+    text = ONE_SEED.replace("batch_size = 64", "batch_size = 64\ncheckpoint_every = 10")
+    f, cache = _suite(tmp_path, text), tmp_path / "cache"
+    real = runner.train
+
+    def stop_at_20(model, path, coupling, src, tgt, cfg, seed, on_step, **k):
+        def stop(step, loss, rate):
+            if step == 20:
+                raise KeyboardInterrupt
+
+        return real(model, path, coupling, src, tgt, cfg, seed, stop, **k)
+
+    monkeypatch.setattr(runner, "train", stop_at_20)
+    with pytest.raises(KeyboardInterrupt):
+        run_suite(load_suite(f), tmp_path / "out", cache_dir=cache)
+    monkeypatch.setattr(runner, "train", real)
+    ckpts = list((cache / "checkpoints").glob("*.pt"))
+    assert len(ckpts) == 1
+    ckpts[0].write_bytes(ckpts[0].read_bytes()[:200])
+    df = run_suite(load_suite(f), tmp_path / "out", cache_dir=cache, resume=True)
+    assert (df["status"] == "ok").all()
+    assert _corrupt_files(cache)[0].startswith(ckpts[0].name + ".corrupt-")
+    assert _by_label(df) == _by_label(reference)  # trained from scratch: the same numbers
+
+
+def test_corrupt_cached_model_is_set_aside_and_retrained(tmp_path, reference):
+    f, cache = _suite(tmp_path), tmp_path / "cache"
+    run_suite(load_suite(f), tmp_path / "a", cache_dir=cache)
+    victim = sorted((cache / "models").glob("*.pt"))[0]
+    torch.save({"state_dict": {}, "meta": {}}, victim)  # loads, but is not this model
+    df = run_suite(load_suite(f), tmp_path / "b", cache_dir=cache)
+    assert _values(df) == _values(reference)
+    assert _corrupt_files(cache)[0].startswith(victim.name + ".corrupt-")
+
+
+def test_orphan_temp_files_are_removed_at_start(tmp_path):
+    out, cache, f = tmp_path / "out", tmp_path / "cache", _suite(tmp_path)
+    run_suite(load_suite(f), out, cache_dir=cache)
+    next((out / "cases").glob("*.json")).unlink()
+    from fmbench.storage import _host
+
+    pid = _dead_pid()
+    orphans = [out / "cases" / f".abc.json.{_host()}.{pid}.0123abcd.tmp",
+               out / ".results.csv.k2j4h5g6.tmp",  # an older fmbench's mkstemp name
+               cache / "models" / f".m.pt.{_host()}.{pid}.0123abcd.tmp"]
+    for p in orphans:
+        p.write_bytes(b"x" * 1000)
+    run_suite(load_suite(f), out, cache_dir=cache, resume=True)
+    assert not any(p.exists() for p in orphans)
+
+
+# ----------------------------------------------------------------- failures inside a case
+def test_any_exception_in_a_case_fails_that_case_only(tmp_path, monkeypatch, capsys):
+    real = runner.eval_sets
+
+    def out_of_memory(suite, td, path):
+        if path.name == "otcfm":
+            raise MemoryError("cannot allocate 10 GiB")
+        return real(suite, td, path)
+
+    monkeypatch.setattr(runner, "eval_sets", out_of_memory)
+    f = _suite(tmp_path)
+    assert main(["run", str(f), "--out", str(tmp_path / "out")]) == 1
+    df = pd.read_csv(tmp_path / "out" / "results.csv")
+    bad = df[df.path == "otcfm"]
+    assert (bad.status == "failed").all() and bad.reason.str.contains("MemoryError").all()
+    assert (df[df.path == "icfm"].status == "ok").all()
+
+
+def test_absurd_learning_rate_fails_its_cases_not_the_suite(tmp_path):
+    f = _suite(tmp_path, ONE_SEED.replace("batch_size = 64", "batch_size = 64\nlr = 1e300"))
+    assert main(["run", str(f), "--out", str(tmp_path / "out")]) == 1
+    df = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert df["case_id"].nunique() == len(load_suite(f).cases())
+    assert (df.status == "failed").all()
+
+
+def test_sample_file_names_are_bounded(tmp_path, reference):
+    name = "N->8gaussians " + "x" * 85
+    f = _suite(tmp_path, ONE_SEED.replace('target = "8gaussians"',
+                                          f'target = "8gaussians"\nname = "{name}"'))
+    assert main(["run", str(f), "--out", str(tmp_path / "out")]) == 0
+    files = list((tmp_path / "out" / "samples").iterdir())
+    assert len(files) == len(load_suite(f).cases())
+    assert all(len(p.name) <= 140 and p.name.endswith("-seed0.npz") for p in files)
+
+
+# ----------------------------------------------------------------- failures of the run
+def test_disk_full_stops_the_run_cleanly_and_resume_finishes(tmp_path, monkeypatch, capsys,
+                                                             reference):
+    out, f = tmp_path / "out", _suite(tmp_path)
+    seen = {"n": 0}
+
+    def third_case_file(name):
+        if "/cases/" in name:
+            seen["n"] += 1
+            return seen["n"] == 3
+        return False
+
+    _fail_fsync(monkeypatch, errno.ENOSPC, third_case_file)
+    assert main(["run", str(f), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "Traceback" not in err
+    assert len(list((out / "cases").glob("*.json"))) == 2 and _temps(out) == []
+    assert json.loads((out / "run.json").read_text())["status"] == "failed"
+    monkeypatch.undo()
+    assert main(["run", str(f), "--out", str(out), "--resume"]) == 0
+    assert _values(pd.read_csv(out / "results.csv")) == _values(reference)
+
+
+def test_read_only_folder_is_one_message(tmp_path, monkeypatch, capsys):
+    _fail_fsync(monkeypatch, errno.EROFS)
+    out = tmp_path / "out"
+    assert main(["run", str(_suite(tmp_path)), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "Read-only file system" in err and len(err.strip().splitlines()) <= 4
+    assert _temps(out) == [] and not (out / "cases").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_folder_for_real(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        assert main(["run", str(_suite(tmp_path)), "--out", str(out)]) == 2
+    finally:
+        out.chmod(0o755)
+    assert "Permission denied" in capsys.readouterr().err
+
+
+def test_a_live_run_holds_the_folder(tmp_path, capsys):
+    out, f = tmp_path / "out", _suite(tmp_path)
+    run_suite(load_suite(f), out)
+    before = (out / "results.csv").read_text()
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        for extra in (["--overwrite"], ["--resume"]):
+            assert main(["run", str(f), "--out", str(out), *extra]) == 2
+            assert "in use by another fmbench run" in capsys.readouterr().err
+        assert (out / "results.csv").read_text() == before
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert main(["run", str(f), "--out", str(out), "--overwrite"]) == 0  # released by the kill
+
+
+def test_concurrent_runs_on_one_folder_compute_once(tmp_path):
+    """Two runs started together: one runs, the other is refused at once (exit 2)."""
+    f = _suite(tmp_path, ONE_SEED.replace("steps = 30", "steps = 300"))
+    env = {**os.environ, "FMBENCH_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "fmbench.cli", "run", str(f), "--out", str(tmp_path / "out")]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    codes = sorted(p.wait(timeout=300) for p in procs)
+    errs = " ".join(p.stderr.read() for p in procs)
+    assert codes in ([0, 2], [2, 2]) and ("in use" in errs or "already holds" in errs)
+    assert not pd.read_csv(tmp_path / "out" / "results.csv").duplicated(
+        ["case_id", "metric"]).any()
+
+
+def test_results_files_are_group_readable(tmp_path):
+    old = os.umask(0o022)
+    try:
+        run_suite(load_suite(_suite(tmp_path)), tmp_path / "out")
+    finally:
+        os.umask(old)
+    files = [p for p in (tmp_path / "out").rglob("*") if p.is_file() and p.name != LOCK_NAME]
+    assert files and all(p.stat().st_mode & 0o777 == 0o644 for p in files)
+
+
+def test_store_kind(tmp_path):
+    assert ResultStore(tmp_path / "nope").kind() == "missing"
+    assert ResultStore(tmp_path).kind() == "empty"
+    (tmp_path / "x").write_text("1")
+    assert ResultStore(tmp_path).kind() == "foreign"
+
+
+def test_storage_error_is_not_swallowed_by_metrics(tmp_path, monkeypatch):
+    """A metric that cannot write its cache stops the run instead of failing quietly."""
+    def full(ctx):
+        raise StorageError("cannot write cache: No space left on device (ENOSPC)")
+
+    import fmbench.metrics as M
+
+    monkeypatch.setitem(M._COMPUTE, "w2", full)
+    with pytest.raises(StorageError):
+        run_suite(load_suite(_suite(tmp_path)), tmp_path / "out")
+
+
+KILL_DURING_TRAINING = textwrap.dedent("""
+    import os, sys
+    import fmbench.train as T
+
+    real = T._save_checkpoint
+    def save_then_die(file, state):
+        real(file, state)
+        if state["step"] == 20:
+            os.kill(os.getpid(), 9)
+    T._save_checkpoint = save_then_die
+    from fmbench.cli import main
+    main(sys.argv[1:])
+""")
+
+
+def test_kill_9_during_training_resumes_from_the_checkpoint(tmp_path, reference):
+    text = ONE_SEED.replace("batch_size = 64", "batch_size = 64\ncheckpoint_every = 10\n"
+                                               "log_every = 7")
+    f, out = _suite(tmp_path, text), tmp_path / "out"
+    env = {**os.environ, "FMBENCH_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-c", KILL_DURING_TRAINING, "run", str(f), "--out",
+                           str(out)], env=env, capture_output=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL
+    assert list((tmp_path / "cache" / "checkpoints").glob("*.pt"))
+    df = run_suite(load_suite(f), out, resume=True, cache_dir=tmp_path / "cache")
+    assert (df.status == "ok").all()
+    ref = run_suite(load_suite(f), tmp_path / "ref", cache_dir=tmp_path / "fresh")
+    assert _values(df) == _values(ref)
+    losses = [json.loads(p.read_text())["losses"] for p in (out / "losses").glob("*.json")]
+    ref_losses = [json.loads(p.read_text())["losses"]
+                  for p in (tmp_path / "ref" / "losses").glob("*.json")]
+    assert sorted(map(str, losses)) == sorted(map(str, ref_losses))
