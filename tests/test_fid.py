@@ -1,6 +1,11 @@
 """FID/KID: torch-fidelity's functions against a scipy reference, the pipeline with a tiny
 registered extractor, and the offline Inception weights."""
 
+import contextlib
+import io
+import os
+import pickle
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -8,7 +13,7 @@ import torch
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
-from fmbench import fid
+from fmbench import cli, fid
 
 
 def scipy_fid(f1: np.ndarray, f2: np.ndarray) -> float:
@@ -117,3 +122,120 @@ def test_offline_weights_match_torchscript_inception(tmp_path):
     sd = torch.load(path, weights_only=True)
     assert torch.isnan(sd["fc.weight"]).all()  # no logits: Inception Score would be NaN
     assert not list(tmp_path.glob(".*.tmp"))
+    assert cli.main(["fid-weights", "--verify", str(path)]) == 0  # the real file passes the checks
+
+
+# ------------------------------------------------------------ weights files are data, never code
+class _Payload:
+    """Unpickles to ``os.system(command)``: what a crafted weights file would run."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def _crafted(path, marker, fmt: str):
+    if fmt == "torch.save":  # zip archive with the payload as its pickle
+        torch.save({"fc.weight": _Payload(f"touch '{marker}'")}, path)
+    else:  # a bare pickle, read by torch.load's legacy loader (its first object is unpickled)
+        path.write_bytes(pickle.dumps(_Payload(f"touch '{marker}'"), protocol=2))
+    return path
+
+
+@pytest.fixture
+def torch_load_calls(monkeypatch):
+    """Every torch.load call as (what it read, weights_only)."""
+    calls, real = [], torch.load
+
+    def spy(f, *args, **kwargs):
+        calls.append((f, kwargs.get("weights_only")))
+        return real(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    return calls
+
+
+@pytest.mark.parametrize("fmt", ["torch.save", "pickle"])
+def test_crafted_weights_file_is_refused_and_never_runs(tmp_path, fmt, torch_load_calls):
+    control = _crafted(tmp_path / "control.pth", tmp_path / "control", fmt)
+    with contextlib.suppress(RuntimeError):  # the legacy loader fails after running the payload
+        torch.load(control, weights_only=False)  # what torch-fidelity did with the user's file
+    assert (tmp_path / "control").exists()
+    torch_load_calls.clear()
+    marker = tmp_path / "pwned"
+    weights = _crafted(tmp_path / f"evil-{fmt}.pth", marker, fmt)
+    with pytest.raises(fid.InceptionWeightsError,
+                       match=r"refusing Inception weights .*evil.* not a plain tensor state dict.*"
+                             r"posix\.system"):
+        fid.make_extractor(weights=weights)
+    assert not marker.exists()
+    # the only file read is the user's, with weights_only=True (torch-fidelity reads our empty dict)
+    assert [(f, w) for f, w in torch_load_calls if not isinstance(f, io.BytesIO)] == [(weights, True)]
+
+
+def test_cli_verify_refuses_crafted_weights(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    weights = _crafted(tmp_path / "evil.pth", marker, "torch.save")
+    assert cli.main(["fid-weights", "--verify", str(weights)]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "not a plain tensor state dict" in err and "evil.pth" in err
+    assert not marker.exists()
+
+
+def test_suite_weights_from_environment_are_refused_too(tmp_path, monkeypatch):
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("FMBENCH_INCEPTION_WEIGHTS", str(_crafted(tmp_path / "e.pth", marker, "pickle")))
+    with pytest.raises(fid.InceptionWeightsError, match="not a plain tensor state dict"):
+        fid.make_extractor()
+    assert not marker.exists()
+
+
+@pytest.fixture(scope="module")
+def inception_state_dict():
+    """torch-fidelity's Inception keys and shapes (random values), built without any file."""
+    return {k: v.clone() for k, v in fid._fidelity_inception_skeleton().state_dict().items()}
+
+
+def test_wrong_keys_or_shapes_are_listed(tmp_path, inception_state_dict):
+    sd = dict(inception_state_dict)
+    del sd["Mixed_5b.branch1x1.conv.weight"]
+    sd["fc.weight"] = torch.zeros(10, 2048)
+    sd["extra.weight"] = torch.zeros(1)
+    torch.save(sd, tmp_path / "w.pth")
+    with pytest.raises(fid.InceptionWeightsError) as e:
+        fid.make_extractor(weights=tmp_path / "w.pth")
+    msg = str(e.value)
+    assert "w.pth" in msg and "3 mismatched keys" in msg
+    assert "Mixed_5b.branch1x1.conv.weight missing" in msg and "extra.weight unexpected" in msg
+    assert "fc.weight is (10, 2048) torch.float32, expected (1008, 2048)" in msg
+
+
+@pytest.mark.parametrize("content,message", [
+    ([torch.zeros(1)], "hold a list, not a state dict"),
+    ({"fc.weight": [1.0]}, "fc.weight is a list, not a dense tensor"),
+    (b"not a checkpoint", "not a plain tensor state dict, or a corrupt file"),
+])
+def test_not_a_state_dict_is_a_clear_error(tmp_path, content, message):
+    path = tmp_path / "w.pth"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save(content, path)
+    with pytest.raises(fid.InceptionWeightsError, match=message):
+        fid.make_extractor(weights=path)
+
+
+def test_plain_state_dict_loads_without_torch_fidelity_reading_the_file(
+        tmp_path, inception_state_dict, torch_load_calls):
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    path = tmp_path / "w.pth"
+    torch.save(inception_state_dict, path)
+    ext = fid.make_extractor(weights=path, feature="64")
+    assert type(ext) is FeatureExtractorInceptionV3 and ext.features_list == ["64"]
+    assert not ext.training and not any(p.requires_grad for p in ext.parameters())
+    assert all(torch.equal(v, inception_state_dict[k]) for k, v in ext.state_dict().items())
+    assert [(f, w) for f, w in torch_load_calls if not isinstance(f, io.BytesIO)] == [(path, True)]
+    assert fid.extract_features(ext, torch.zeros(1, 3, 80, 80, dtype=torch.uint8)).shape == (1, 64)
