@@ -246,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console() if sys.stdout.isatty() else Console(width=200)
     err = _ERR
+    from rich.markup import escape
+
     from fmbench.compare import ResultsError
     from fmbench.fid import InceptionWeightsError
     from fmbench.runner import RunError, StorageError
@@ -257,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
                 "fid-weights": cmd_fid_weights, "compare": cmd_compare, "check": cmd_check,
                 "merge": cmd_merge, "report": cmd_report}[args.command](args, console)
     except (SuiteError, RunError, InceptionWeightsError, ResultsError, StorageError) as e:
-        err.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]: finished cases are saved; rerun with --resume")

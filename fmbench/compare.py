@@ -17,8 +17,11 @@ Timing metrics (unit ``s``) are machine-dependent and skipped unless ``include_t
 
 from __future__ import annotations
 
+import csv as _csv
+import io
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,34 +39,177 @@ CLASSES = ("worse", "better", "within noise", "not comparable", "missing")
 
 
 class ResultsError(ValueError):
-    """Unusable result input (missing, wrong schema)."""
+    """Unusable result input (missing, wrong schema, malformed rows)."""
 
 
-def load_results(path: str | Path) -> pd.DataFrame:
-    """Rows from a results directory (its results.csv) or a CSV file; refuses other schemas."""
-    p = Path(path)
-    csv = p / "results.csv" if p.is_dir() else p
-    if not csv.is_file():
-        raise ResultsError(f"{path}: no results.csv (expected a results directory or CSV file)")
+REQUIRED_COLUMNS = list(dict.fromkeys([*KEY, *DEFINITION, "value", "status", "seed", "schema_version",
+                                       "suite", "path_label", "solver_label", "reason"]))
+STATUSES = ("ok", "failed", "not_applicable")
+JSON_COLUMNS = ("path_params", "solver_params", "metric_params")
+INT_COLUMNS = ("schema_version", "seed", "n_eval", "metric_version")
+NON_EMPTY = ("task", "source", "target", "path", "objective", "coupling", "solver", "metric", "suite",
+             "path_label", "solver_label", "status", "higher_is_better", *INT_COLUMNS)
+STRICT_SHOWN = 5  # problems listed in a strict-mode error
+
+
+class _Bad(ValueError):
+    """One malformed cell or row (its message completes 'line N: ...')."""
+
+
+def _int(s: str) -> int:
     try:
-        df = pd.read_csv(csv, dtype={"path_params": str, "solver_params": str,
-                                     "metric_params": str, "reason": str})
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
-        raise ResultsError(f"{csv}: not a results table ({e})") from None
-    if "schema_version" not in df.columns:
-        raise ResultsError(f"{csv}: no schema_version column: written by an fmbench before "
-                           f"result schema {SCHEMA_VERSION}; re-run the suite")
-    versions = set(df["schema_version"].dropna().astype(int))
-    if versions != {SCHEMA_VERSION}:
-        raise ResultsError(f"{csv}: result schema {sorted(versions)}, this fmbench reads "
-                           f"{SCHEMA_VERSION}; re-run the suite or use a matching fmbench")
-    missing = [c for c in KEY + DEFINITION + ["value", "status", "seed"] if c not in df.columns]
+        return int(s)
+    except ValueError:
+        pass
+    try:
+        f = float(s)
+    except ValueError:
+        f = math.nan
+    if not f.is_integer():
+        raise _Bad("is not an integer")
+    return int(f)
+
+
+def _number(s: str) -> float:
+    if s == "":
+        return math.nan
+    try:
+        return float(s)
+    except ValueError:
+        raise _Bad("is not a number") from None
+
+
+def _bool(s: str) -> bool:
+    if s.strip().lower() not in ("true", "false"):
+        raise _Bad("is not true/false")
+    return s.strip().lower() == "true"
+
+
+def _status(s: str) -> str:
+    if s not in STATUSES:
+        raise _Bad("is not " + "/".join(STATUSES))
+    return s
+
+
+def _json_object(s: str) -> str:
+    if s == "":
+        return "{}"
+    try:
+        doc = json.loads(s)
+    except (ValueError, RecursionError) as e:
+        raise _Bad(f"is not valid JSON ({e})") from None
+    if not isinstance(doc, dict):
+        raise _Bad("is not a JSON object")
+    return s
+
+
+PARSERS = {**{c: _int for c in INT_COLUMNS}, **{c: _json_object for c in JSON_COLUMNS},
+           "value": _number, "higher_is_better": _bool, "status": _status}
+
+
+def _quote(s: str, limit: int = 40) -> str:
+    return repr(s if len(s) <= limit else s[:limit] + "…")
+
+
+def _parse_row(header: list[str], fields: list[str], complete: bool) -> dict:
+    """One CSV record as typed values, or _Bad naming the column and what is wrong."""
+    if len(fields) != len(header):
+        raise _Bad(f"{len(fields)} fields where the header has {len(header)} (cut short?)")
+    row = {}
+    for col, s in zip(header, fields, strict=True):
+        if col in NON_EMPTY and s == "":
+            raise _Bad(f"{col} is empty")
+        try:
+            row[col] = PARSERS[col](s) if col in PARSERS else s
+        except _Bad as e:
+            raise _Bad(f"{col} {_quote(s)} {e}") from None
+    if row["status"] == "ok" and not math.isfinite(row["value"]):
+        raise _Bad(f"value {_quote(fields[header.index('value')])} is not a finite number "
+                   "in an ok row")
+    if not complete:
+        raise _Bad("the last line has no line end (file cut short?)")
+    return row
+
+
+def _csv_file(path: str | Path) -> Path:
+    p = Path(path)
+    csv_path = p / "results.csv" if p.is_dir() else p
+    if not csv_path.is_file():
+        raise ResultsError(f"{path}: no results.csv (expected a results directory or CSV file)")
+    return csv_path
+
+
+def _read_text(csv_path: Path) -> str:
+    try:
+        text = csv_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ResultsError(f"{csv_path}: not a text file (not UTF-8): not a results table") from None
+    except OSError as e:
+        raise ResultsError(f"{csv_path}: cannot be read ({e.strerror or e})") from None
+    if "\x00" in text:
+        raise ResultsError(f"{csv_path}: binary data (NUL bytes): not a results table")
+    if not text.strip():
+        raise ResultsError(f"{csv_path}: empty file: not a results table")
+    return text
+
+
+def _records(csv_path: Path, text: str):
+    """(first line number, fields) per non-blank CSV record."""
+    reader = _csv.reader(io.StringIO(text, newline=""))
+    line = 1
+    try:
+        for fields in reader:
+            if fields:
+                yield line, fields
+            line = reader.line_num + 1
+    except _csv.Error as e:
+        raise ResultsError(f"{csv_path} line {line}: {e}: not a readable CSV table") from None
+
+
+def _check_header(csv_path: Path, header: list[str]) -> None:
+    if "schema_version" not in header:
+        raise ResultsError(f"{csv_path}: no schema_version column: not a results table, or written "
+                           f"by an fmbench before result schema {SCHEMA_VERSION}; re-run the suite")
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
-        raise ResultsError(f"{csv}: missing columns {missing}")
-    for c in ("path_params", "solver_params", "metric_params"):
-        df[c] = df[c].fillna("{}")
-    df["settings"] = df["settings"].astype(object).where(df["settings"].notna(), "").astype(str)
-    return df
+        raise ResultsError(f"{csv_path}: missing columns {missing}: not a results table")
+    if len(set(header)) != len(header):
+        raise ResultsError(f"{csv_path}: repeated column names in the header")
+
+
+def _check_versions(csv_path: Path, rows: list[dict]) -> None:
+    versions = {r["schema_version"] for r in rows}
+    if versions and versions != {SCHEMA_VERSION}:
+        raise ResultsError(f"{csv_path}: result schema {sorted(versions)}, this fmbench reads "
+                           f"{SCHEMA_VERSION}; re-run the suite or use a matching fmbench")
+
+
+def load_results(path: str | Path, problems: list[str] | None = None) -> pd.DataFrame:
+    """Validated rows from a results directory (its results.csv) or a CSV file.
+
+    Strict without ``problems`` (compare, check, merge): any malformed row raises ResultsError
+    naming the file, line and what is wrong. Lenient with a ``problems`` list (report): malformed
+    rows are set aside and described there. A file that is not a results table at all (unreadable,
+    binary, empty, no header, another schema) raises in both modes."""
+    csv_path = _csv_file(path)
+    text = _read_text(csv_path)
+    (_, header), *records = list(_records(csv_path, text))
+    _check_header(csv_path, header)
+    cut = not text.endswith(("\n", "\r"))
+    rows, bad = [], []
+    for i, (line, fields) in enumerate(records):
+        try:
+            rows.append(_parse_row(header, fields, complete=not (cut and i == len(records) - 1)))
+        except _Bad as e:
+            bad.append(f"line {line}: {e}")
+    _check_versions(csv_path, rows)
+    if bad and problems is None:
+        more = f"; … and {len(bad) - STRICT_SHOWN} more" if len(bad) > STRICT_SHOWN else ""
+        head = f"{csv_path} " if len(bad) == 1 else f"{csv_path}: {len(bad)} malformed rows: "
+        raise ResultsError(head + "; ".join(bad[:STRICT_SHOWN]) + more)
+    if problems is not None:
+        problems += [f"{csv_path} {b} (row set aside)" for b in bad]
+    return pd.DataFrame(rows, columns=header)
 
 
 @dataclass(frozen=True)
@@ -145,6 +291,7 @@ def classify(a: pd.DataFrame, b: pd.DataFrame, config: CompareConfig | None = No
         if len(va) == 0 or len(vb) == 0:
             side = "A" if len(va) == 0 else "B"
             reasons = (ga if len(va) == 0 else gb)["reason"].dropna().astype(str)
+            reasons = reasons[reasons != ""]
             out.append(Comparison(key, label, metric, "missing",
                                   note=f"no ok value in {side}" +
                                   (f": {reasons.iloc[0][:80]}" if len(reasons) else ""),
@@ -197,8 +344,20 @@ def _fmt(mean: float, std: float, n: int) -> str:
     return f"{mean:.4g} ± {std:.2g} (n={n})"
 
 
+_MD_SPECIAL = re.compile(r"[\\`*\[\]~|]|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
+
+
+def md_escape(text: object) -> str:
+    """Untrusted text made inert for a Markdown line or table cell: one line, HTML characters as
+    entities, ``|`` and formatting characters backslash-escaped (``_`` only where it could format,
+    so ``w2_floor`` stays readable)."""
+    s = " ".join(str(text).splitlines())
+    s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MD_SPECIAL.sub(lambda m: "\\" + m.group(0), s)
+
+
 def render_markdown(comparisons: list[Comparison]) -> str:
-    """A Markdown table for PR comments, worst news first."""
+    """A Markdown table for PR comments, worst news first; labels and notes escaped."""
     order = {c: i for i, c in enumerate(CLASSES)}
     rows = sorted(comparisons, key=lambda c: (order[c.status], c.label, c.metric))
     counts = {c: sum(x.status == c for x in comparisons) for c in CLASSES}
@@ -207,12 +366,15 @@ def render_markdown(comparisons: list[Comparison]) -> str:
              "|---|---|---|---|---|---|---|"]
     for c in rows:
         change = "" if math.isnan(c.rel_change) else f"{c.rel_change:+.1%}"
-        lines.append(f"| {c.label} | {c.metric} | {c.status} | {_fmt(c.a_mean, c.a_std, c.a_n)} "
-                     f"| {_fmt(c.b_mean, c.b_std, c.b_n)} | {change} | {c.note} |")
+        lines.append(f"| {md_escape(c.label)} | {md_escape(c.metric)} | {c.status} "
+                     f"| {_fmt(c.a_mean, c.a_std, c.a_n)} | {_fmt(c.b_mean, c.b_std, c.b_n)} "
+                     f"| {change} | {md_escape(c.note)} |")
     return "\n".join(lines) + "\n"
 
 
 def render_rich(comparisons: list[Comparison], title: str = ""):
+    """A rich table; ``title`` is rich markup, labels and notes are shown literally."""
+    from rich.markup import escape
     from rich.table import Table
 
     style = {"worse": "red", "better": "green", "within noise": "", "not comparable": "yellow",
@@ -224,9 +386,9 @@ def render_rich(comparisons: list[Comparison], title: str = ""):
     for c in sorted(comparisons, key=lambda c: (order[c.status], c.label, c.metric)):
         change = "" if math.isnan(c.rel_change) else f"{c.rel_change:+.1%}"
         st = style[c.status]
-        table.add_row(c.label, c.metric, f"[{st}]{c.status}[/]" if st else c.status,
+        table.add_row(escape(c.label), escape(c.metric), f"[{st}]{c.status}[/]" if st else c.status,
                       _fmt(c.a_mean, c.a_std, c.a_n), _fmt(c.b_mean, c.b_std, c.b_n), change,
-                      c.note)
+                      escape(c.note))
     return table
 
 
@@ -242,18 +404,65 @@ def merge(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return df.sort_values("_order").drop(columns=["_ok", "_order"]).reset_index(drop=True)
 
 
-def check_config(results_path: str | Path, threshold: float | None = None,
+def read_run_json(folder: str | Path) -> dict:
+    """The run.json of a results directory as an object; {} when there is none."""
+    from fmbench.results import CorruptFile, ResultStore
+
+    try:
+        return ResultStore(folder).read_meta()
+    except (CorruptFile, OSError) as e:
+        raise ResultsError(f"{Path(folder) / 'run.json'}: {e}") from None
+
+
+def _setting(value: object, name: str, *, probability: bool = False) -> float:
+    """A threshold (finite, >= 0) or, with ``probability``, an alpha in (0, 1)."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    try:
+        x = float(value) if number else math.nan
+    except OverflowError:
+        x = math.nan
+    if not (math.isfinite(x) and (0 < x < 1 if probability else x >= 0)):
+        want = "a number in (0, 1)" if probability else "a finite number >= 0"
+        raise ResultsError(f"{name} must be {want}, got {value!r}")
+    return x
+
+
+def _suite_check(results_path: str | Path) -> tuple[dict, str]:
+    """The run's [check] table and its name: run.json's ``check``, else ``resolved_suite.check``
+    (runs written before run.json carried ``check``)."""
+    folder = Path(results_path)
+    meta = read_run_json(folder) if folder.is_dir() else {}
+    where = f"{folder / 'run.json'}: "
+    if "check" in meta:
+        table, where = meta["check"], where + "check"
+    else:
+        suite = meta.get("resolved_suite", {})
+        if not isinstance(suite, dict):
+            raise ResultsError(f"{where}resolved_suite is not a JSON object")
+        table, where = suite.get("check", {}), where + "resolved_suite.check"
+    if not isinstance(table, dict | None):
+        raise ResultsError(f"{where} must be a JSON object, got {table!r}")
+    thresholds = (table or {}).get("thresholds", {})
+    if not isinstance(thresholds, dict):
+        raise ResultsError(f"{where}.thresholds must be a JSON object of metric: threshold, got "
+                           f"{thresholds!r}")
+    return table or {}, where
+
+
+def check_config(results_path: str | Path | None, threshold: float | None = None,
                  alpha: float | None = None, include_times: bool = False) -> CompareConfig:
-    """Settings for ``fmbench check``: command line first, then the run's suite [check] table."""
+    """Validated settings for ``fmbench check`` / ``compare``: command line first, then the
+    run's [check] table (none when ``results_path`` is None)."""
     cfg = CompareConfig(include_times=include_times)
-    run = Path(results_path) / "run.json"
-    if run.is_file():
-        suite_check = json.loads(run.read_text()).get("resolved_suite", {}).get("check", {})
-        cfg.threshold = float(suite_check.get("threshold", cfg.threshold))
-        cfg.alpha = float(suite_check.get("alpha", cfg.alpha))
-        cfg.thresholds = {k: float(v) for k, v in suite_check.get("thresholds", {}).items()}
+    table, where = _suite_check(results_path) if results_path is not None else ({}, "")
+    if "threshold" in table:
+        cfg.threshold = _setting(table["threshold"], f"{where}.threshold")
+    if "alpha" in table:
+        cfg.alpha = _setting(table["alpha"], f"{where}.alpha", probability=True)
+    cfg.thresholds = {str(k): _setting(v, f"{where}.thresholds.{k}")
+                      for k, v in table.get("thresholds", {}).items()}
     if threshold is not None:
-        cfg.threshold, cfg.thresholds = threshold, {}
+        cfg.threshold, cfg.thresholds = _setting(threshold, "--threshold"), {}
     if alpha is not None:
-        cfg.alpha = alpha
+        cfg.alpha = _setting(alpha, "--alpha", probability=True)
     return cfg

@@ -7,24 +7,35 @@ Tables (mean ± std over seeds, best value per column in bold, direction-aware):
 Figures (matplotlib): solver MSE, FID and W2 against NFE per path and solver (log axes), W2/NPE
 bars with error bars, training-loss curves, 2D samples with trajectories, image sample grids. Each
 figure carries a footer naming the suite, commit, seeds and sample counts that produced it.
+
+Every input is optional and validated on its own: malformed results.csv rows, losses files, sample
+files, image grids and run.json are left out of the tables and figures and listed under "Set aside".
+Text from those files is escaped (Markdown: ``md_escape``; HTML: ``html.escape``).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import json
 import math
+import zipfile
+import zlib
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
 
-from fmbench.compare import load_results
+from fmbench.compare import ResultsError, load_results, md_escape, read_run_json
 from fmbench.results import ResultStore, atomic_write_text, summarize
 
 NOT_RANKED = {"w2_floor", "fid_floor", "kid_std", "nfe", "train_time", "sample_time",
               "coupling_time"}
+FAILED_TITLE = "Failed or not applicable (why the tables show a dash)"
+SET_ASIDE_TITLE = "Set aside"
+SLUG_MAX = 80  # characters of a task name in a figure's file name
 
 
 def _cell(mean: float, std: float) -> str:
@@ -44,17 +55,20 @@ def _table(s: pd.DataFrame, index: list[str], columns: str, group_best: list[str
         idx = grp["mean"].idxmax() if bool(grp["higher_is_better"].iloc[0]) else \
             grp["mean"].idxmin()
         best.loc[idx] = True
-    s.loc[best, "cell"] = "**" + s.loc[best, "cell"] + "**"
+    if best.any():
+        s.loc[best, "cell"] = "**" + s.loc[best, "cell"] + "**"
     order_cols = list(dict.fromkeys(s[columns]))
     t = s.pivot_table(index=index, columns=columns, values="cell", aggfunc="first", sort=False)
     return t[[c for c in order_cols if c in t.columns]].fillna("–")
 
 
 def tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Titled tables; with no ok row at all, only the table of failures."""
     s = summarize(df)
-    out = {"All metrics (mean ± std over seeds; best per column in bold)":
-           _table(s.assign(col=s["metric"]), ["task", "path_label", "solver_label"], "metric",
-                  ["task"])}
+    out = {}
+    if len(s):
+        out["All metrics (mean ± std over seeds; best per column in bold)"] = _table(
+            s, ["task", "path_label", "solver_label"], "metric", ["task"])
     if {"w2", "npe"} & set(s["metric"]):
         for metric in ("w2", "npe"):
             sub = s[s["metric"] == metric]
@@ -67,7 +81,7 @@ def tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
             img, ["task", "solver_label", "path_label"], "metric", ["task", "solver_label"])
     bad = df[df["status"] != "ok"]
     if len(bad):  # a dash in the tables above is explained here, never silently dropped
-        out["Failed or not applicable (why the tables show a dash)"] = (
+        out[FAILED_TITLE] = (
             bad.assign(seeds=bad["seed"].astype(str))
             .groupby(["task", "path_label", "solver_label", "status", "reason"], sort=False)
             .agg(metrics=("metric", lambda m: ", ".join(dict.fromkeys(m))),
@@ -76,22 +90,53 @@ def tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return out
 
 
-def _markdown(t: pd.DataFrame) -> str:
+def _split_bold(v: object, ranked: bool) -> tuple[str, bool]:
+    """A value cell's text and whether ``_table`` marked it best (only in ranked tables, whose
+    value cells are numbers formatted here: untrusted text never counts as a marker)."""
+    v = str(v)
+    if ranked and len(v) > 4 and v.startswith("**") and v.endswith("**"):
+        return v[2:-2], True
+    return v, False
+
+
+def _markdown(t: pd.DataFrame, ranked: bool = True) -> str:
+    """A Markdown table: every cell escaped first, then best values bolded."""
+    n_index = t.index.nlevels
     t = t.reset_index()
-    head = "| " + " | ".join(map(str, t.columns)) + " |"
+
+    def cell(i: int, v: object) -> str:
+        text, bold = _split_bold(v, ranked and i >= n_index)
+        return f"**{md_escape(text)}**" if bold else md_escape(text)
+
+    head = "| " + " | ".join(md_escape(c) for c in t.columns) + " |"
     sep = "|" + "---|" * len(t.columns)
-    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in t.itertuples(index=False)]
+    body = ["| " + " | ".join(cell(i, v) for i, v in enumerate(row)) + " |"
+            for row in t.itertuples(index=False)]
     return "\n".join([head, sep, *body])
 
 
 # ------------------------------------------------------------------------------------ figures
+def _meta(meta: dict, *keys: str):
+    """meta[k1][k2]...; None where run.json lacks the key or holds something else than an object."""
+    for k in keys:
+        meta = meta.get(k) if isinstance(meta, dict) else None
+    return meta
+
+
+def _plain(s: object) -> str:
+    """Untrusted text for a matplotlib label: ``$`` would start mathtext (a parse error kills
+    the figure)."""
+    return str(s).replace("$", r"\$")
+
+
 def _footer(fig, meta: dict, df: pd.DataFrame) -> None:
-    commit = (meta.get("git") or {}).get("commit") or "unknown"
-    dirty = " (dirty)" if (meta.get("git") or {}).get("dirty") else ""
+    commit = str(_meta(meta, "git", "commit") or "unknown")
+    dirty = " (dirty)" if _meta(meta, "git", "dirty") else ""
     n_eval = ", ".join(str(n) for n in sorted(df["n_eval"].dropna().unique()))
     seeds = df["seed"].nunique()
-    fig.text(0.01, -0.01, f"suite {meta.get('suite', df['suite'].iloc[0])} · commit "
-             f"{commit[:10]}{dirty} · {seeds} seed(s) · n_eval {n_eval}", fontsize=7,
+    suite = _meta(meta, "suite") or df["suite"].iloc[0]
+    fig.text(0.01, -0.01, _plain(f"suite {suite} · commit {commit[:10]}{dirty} · {seeds} "
+                                 f"seed(s) · n_eval {n_eval}"), fontsize=7,
              color="0.35", ha="left", va="top")
 
 
@@ -141,13 +186,13 @@ def figure_metric_vs_nfe(df: pd.DataFrame, metric: str, meta: dict, folder: Path
             g = g.sort_values("nfe")
             marker, ls = styles[solver]
             ax.errorbar(g["nfe"], g["mean"], yerr=g["std"], color=colours[path], marker=marker,
-                        linestyle=ls, capsize=2, label=f"{path} · {solver}")
+                        linestyle=ls, capsize=2, label=_plain(f"{path} · {solver}"))
         ax.set_xscale("log")
         if (lines["mean"] > 0).all():
             ax.set_yscale("log")
         ax.set_xlabel("NFE")
-        ax.set_ylabel(metric)
-        ax.set_title(f"{metric} vs NFE — {task}")
+        ax.set_ylabel(_plain(metric))
+        ax.set_title(_plain(f"{metric} vs NFE — {task}"))
         ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
         _footer(fig, meta, df)
         out.append(_save(fig, folder, f"{metric}_vs_nfe_{_slug(task)}"))
@@ -173,7 +218,7 @@ def figure_bars(df: pd.DataFrame, meta: dict, folder: Path) -> list[Path]:
             means = [v["mean"].iloc[0] if len(v) else np.nan for v in vals]
             stds = [v["std"].iloc[0] if len(v) else 0 for v in vals]
             ax.bar(np.arange(len(tasks)) + i * width, means, width, yerr=stds, capsize=2,
-                   label=f"{path} · {solver}" if len({c[1] for c in combos}) > 1 else path)
+                   label=_plain(f"{path} · {solver}" if len({c[1] for c in combos}) > 1 else path))
         if metric == "w2":
             floors = s[s["metric"] == "w2_floor"].groupby("task")["mean"].first()
             for j, t in enumerate(tasks):
@@ -181,7 +226,7 @@ def figure_bars(df: pd.DataFrame, meta: dict, folder: Path) -> list[Path]:
                     ax.hlines(floors[t], j - 0.1, j + 0.9, colors="k", linestyles="--",
                               label="sampling floor" if j == 0 else None)
         ax.set_xticks(np.arange(len(tasks)) + 0.4 - width / 2)
-        ax.set_xticklabels(tasks, fontsize=8)
+        ax.set_xticklabels([_plain(t) for t in tasks], fontsize=8)
         ax.set_ylabel(metric)
         ax.set_title(f"{metric.upper()} (mean ± std over seeds)")
         ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
@@ -201,122 +246,234 @@ def figure_losses(losses: list[dict], meta: dict, df: pd.DataFrame, folder: Path
         for r in (r for r in losses if r["task"] == task):
             if r["losses"]:
                 steps, vals = zip(*r["losses"], strict=True)
-                ax.plot(steps, vals, label=f"{r['path_label']} s{r['seed']}", lw=1)
+                ax.plot(steps, vals, label=_plain(f"{r['path_label']} s{r['seed']}"), lw=1)
         ax.set_yscale("log")
         ax.set_xlabel("step")
         ax.set_ylabel("training loss")
-        ax.set_title(f"Training loss — {task}")
+        ax.set_title(_plain(f"Training loss — {task}"))
         ax.legend(fontsize=6, ncol=2, bbox_to_anchor=(1.02, 1), loc="upper left")
         _footer(fig, meta, df)
         out.append(_save(fig, folder, f"loss_{_slug(task)}"))
     return out
 
 
-def figure_samples_2d(results: Path, meta: dict, df: pd.DataFrame, folder: Path) -> list[Path]:
+def _read_samples(f: Path, problems: list[str]) -> dict[str, np.ndarray] | None:
+    """The 2D arrays of a samples/*.npz (never unpickled), or None (set aside) when unusable."""
+    try:
+        with np.load(f, allow_pickle=False) as z:
+            arrays = {k: np.asarray(z[k], dtype=float) for k in ("samples", "trajectories", "test")}
+    except (OSError, ValueError, TypeError, EOFError, KeyError, MemoryError, zipfile.BadZipFile,
+            zlib.error) as e:
+        problems.append(f"{f}: not a readable samples file ({type(e).__name__}: {e}) (skipped)")
+        return None
+    shapes = {k: v.shape for k, v in arrays.items()}
+    want = {"samples": 2, "test": 2, "trajectories": 3}  # dimensions, the last one of size 2
+    if not all(len(shapes[k]) == n and shapes[k][-1] == 2 for k, n in want.items()):
+        problems.append(f"{f}: arrays of unexpected shapes {shapes} (want samples and test (n, 2), "
+                        "trajectories (steps, n, 2)) (skipped)")
+        return None
+    return arrays
+
+
+def figure_samples_2d(results: Path, meta: dict, df: pd.DataFrame, folder: Path,
+                      problems: list[str] | None = None) -> list[Path]:
     import matplotlib.pyplot as plt
 
+    problems = [] if problems is None else problems
     files = sorted((results / "samples").glob("*seed0.npz")) if (results / "samples").is_dir() \
         else []
-    if not files:
+    loaded = [(f, z) for f in files if (z := _read_samples(f, problems)) is not None]
+    if not loaded:
         return []
-    cols = min(4, len(files))
-    rows = math.ceil(len(files) / cols)
+    cols = min(4, len(loaded))
+    rows = math.ceil(len(loaded) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
-    for ax, f in zip(axes.flat, files, strict=False):
-        z = np.load(f)
+    for ax, (f, z) in zip(axes.flat, loaded, strict=False):
         ax.scatter(z["test"][:, 0], z["test"][:, 1], s=1, c="0.8")
         ax.scatter(z["samples"][:, 0], z["samples"][:, 1], s=1, c="tab:blue")
         for tr in np.transpose(z["trajectories"], (1, 0, 2))[:32]:
             ax.plot(tr[:, 0], tr[:, 1], c="tab:olive", lw=0.5, alpha=0.7)
-        ax.set_title(f.stem.replace("-seed0", ""), fontsize=6)
+        ax.set_title(_plain(f.stem.replace("-seed0", "")), fontsize=6)
         ax.set_xticks([])
         ax.set_yticks([])
-    for ax in list(axes.flat)[len(files):]:
+    for ax in list(axes.flat)[len(loaded):]:
         ax.axis("off")
     fig.suptitle("Samples (blue), held-out data (grey), trajectories (olive); seed 0")
     _footer(fig, meta, df)
     return [_save(fig, folder, "samples_2d")]
 
 
+def _image_grids(results: Path, problems: list[str]) -> list[Path]:
+    """samples/*.png that decode as PNG images; the others are set aside."""
+    from PIL import Image
+
+    files = sorted((results / "samples").glob("*.png")) if (results / "samples").is_dir() else []
+    good = []
+    for p in files:
+        try:
+            with Image.open(p) as im:
+                im.load()
+                fmt = im.format
+        except (OSError, ValueError, SyntaxError, MemoryError, Image.DecompressionBombError) as e:
+            fmt = f"unreadable ({type(e).__name__}: {e})"
+        if fmt == "PNG":
+            good.append(p)
+        else:
+            problems.append(f"{p}: not a PNG image: {fmt} (skipped)")
+    return good
+
+
 def _slug(s: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in s)
+    """A file-name part from untrusted text: ASCII letters, digits, ``-_.``; long ones are cut to
+    SLUG_MAX characters, with a hash of the whole text so that they stay distinct."""
+    slug = "".join(c if (c.isascii() and c.isalnum()) or c in "-_." else "_" for c in s)
+    if len(slug) <= SLUG_MAX:
+        return slug
+    digest = hashlib.sha256(s.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return f"{slug[:SLUG_MAX - 11]}-{digest}"
 
 
 # ------------------------------------------------------------------------------------ document
-def build(results: str | Path, fmt: str = "md", out: str | Path | None = None) -> Path:
-    """Write report.md or report.html (and figures) into ``out`` (default RESULTS/report)."""
-    import matplotlib
+def _inputs(results: Path, problems: list[str]) -> tuple[pd.DataFrame, dict, list[dict]]:
+    """The valid rows, run.json and loss records; what is unusable is described in ``problems``.
+    Raises ResultsError only when there is no usable results table at all."""
+    df = load_results(results, problems)
+    if df.empty:
+        raise ResultsError(f"{results}: no usable row in the results table"
+                           + (": " + "; ".join(problems[:3]) if problems else ""))
+    if not results.is_dir():
+        return df, {}, []
+    try:
+        meta = read_run_json(results)
+    except ResultsError as e:
+        problems.append(f"{e} (skipped: no run metadata in the report)")
+        meta = {}
+    return df, meta, ResultStore(results).read_losses(problems)
 
-    matplotlib.use("Agg")
-    results = Path(results)
-    df = load_results(results)
-    store = ResultStore(results)
-    meta = store.read_meta()
-    folder = Path(out) if out else results / "report"
+
+def _figures(df: pd.DataFrame, meta: dict, losses: list[dict], run_dir: Path | None,
+             folder: Path, problems: list[str]) -> list[Path]:
     figs: list[Path] = []
     for metric in ("solver_mse", "fid", "w2"):
         figs += figure_metric_vs_nfe(df, metric, meta, folder)
     figs += figure_bars(df, meta, folder)
-    figs += figure_losses(store.read_losses(), meta, df, folder)
-    figs += figure_samples_2d(results, meta, df, folder)
-    grids = sorted((results / "samples").glob("*.png")) if (results / "samples").is_dir() else []
-    tabs = tables(df)
-    commit = (meta.get("git") or {}).get("commit") or "unknown"
-    header = {
-        "suite": meta.get("suite", df["suite"].iloc[0]), "commit": commit,
-        "dirty tree": (meta.get("git") or {}).get("dirty"), "started": meta.get("started"),
-        "finished": meta.get("finished"), "seeds": sorted(df["seed"].unique().tolist()),
+    figs += figure_losses(losses, meta, df, folder)
+    if run_dir is not None:
+        figs += figure_samples_2d(run_dir, meta, df, folder, problems)
+    return figs
+
+
+def _header(meta: dict, df: pd.DataFrame, n_set_aside: int) -> dict:
+    return {
+        "suite": _meta(meta, "suite") or df["suite"].iloc[0],
+        "commit": _meta(meta, "git", "commit") or "unknown",
+        "dirty tree": _meta(meta, "git", "dirty"), "started": _meta(meta, "started"),
+        "finished": _meta(meta, "finished"), "seeds": sorted(df["seed"].unique().tolist()),
         "n_eval": sorted(df["n_eval"].unique().tolist()),
-        "torch": ((meta.get("environment") or {}).get("versions") or {}).get("torch"),
-        "failed rows": int((df["status"] == "failed").sum()),
+        "torch": _meta(meta, "environment", "versions", "torch"),
+        "failed rows": int((df["status"] == "failed").sum()), "set aside": n_set_aside,
     }
-    if fmt == "md":
-        parts = [f"# fmbench report: {header['suite']}", "",
-                 " · ".join(f"**{k}** {v}" for k, v in header.items()), ""]
-        for title, t in tabs.items():
-            parts += [f"## {title}", "", _markdown(t), ""]
-        if figs or grids:
-            parts += ["## Figures", ""]
-            parts += [f"![{p.stem}]({p.relative_to(folder) if p.is_relative_to(folder) else p})"
-                      for p in figs]
-            parts += [f"![{g.stem}]({Path('..') / 'samples' / g.name})" for g in grids
-                      if folder == results / "report"]
-        path = folder / "report.md"
-        atomic_write_text(path, "\n".join(parts) + "\n")
-        return path
-    if fmt != "html":
-        raise ValueError(f"format must be 'md' or 'html', got {fmt!r}")
 
-    def img(p: Path) -> str:
-        data = base64.b64encode(p.read_bytes()).decode()
-        return f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(p.stem)}">' \
-               f"<figcaption>{html.escape(p.stem)}</figcaption></figure>"
 
-    body = [f"<h1>fmbench report: {html.escape(str(header['suite']))}</h1>",
+def _link(p: Path, folder: Path) -> str:
+    return quote((p.relative_to(folder) if p.is_relative_to(folder) else p).as_posix())
+
+
+def _render_md(header: dict, tabs: dict[str, pd.DataFrame], figs: list[Path], grids: list[Path],
+               folder: Path, problems: list[str]) -> str:
+    """report.md; ``grids`` are linked from ``folder`` as ../samples/<name>."""
+    parts = [f"# fmbench report: {md_escape(header['suite'])}", "",
+             " · ".join(f"**{k}** {md_escape(v)}" for k, v in header.items()), ""]
+    if not _has_ok_tables(tabs):
+        parts += ["No ok value: every measurement failed or was not applicable.", ""]
+    for title, t in tabs.items():
+        parts += [f"## {md_escape(title)}", "", _markdown(t, ranked=title != FAILED_TITLE), ""]
+    if figs or grids:
+        parts += ["## Figures", ""]
+        parts += [f"![{md_escape(p.stem)}]({_link(p, folder)})" for p in figs]
+        parts += [f"![{md_escape(g.stem)}](../samples/{quote(g.name)})" for g in grids]
+        parts += [""]
+    if problems:
+        parts += [f"## {SET_ASIDE_TITLE}", "", "Unusable input, left out of the tables and figures:",
+                  "", *[f"- {md_escape(p)}" for p in problems], ""]
+    return "\n".join(parts)
+
+
+def _has_ok_tables(tabs: dict[str, pd.DataFrame]) -> bool:
+    """Whether any table shows values (with no ok row, only the failures table is left)."""
+    return any(title != FAILED_TITLE for title in tabs)
+
+
+def _img(p: Path) -> str:
+    data = base64.b64encode(p.read_bytes()).decode()
+    return f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(p.stem)}">' \
+           f"<figcaption>{html.escape(p.stem)}</figcaption></figure>"
+
+
+def _render_html(header: dict, tabs: dict[str, pd.DataFrame], figs: list[Path],
+                 problems: list[str]) -> str:
+    suite = html.escape(str(header["suite"]))
+    body = [f"<h1>fmbench report: {suite}</h1>",
             "<p>" + " · ".join(f"<b>{html.escape(k)}</b> {html.escape(json.dumps(v, default=str))}"
                                for k, v in header.items()) + "</p>"]
+    if not _has_ok_tables(tabs):
+        body += ["<p>No ok value: every measurement failed or was not applicable.</p>"]
     for title, t in tabs.items():
-        body += [f"<h2>{html.escape(title)}</h2>", _bold_html(t)]
-    body += ["<h2>Figures</h2>", *[img(p) for p in figs + grids]]
+        body += [f"<h2>{html.escape(title)}</h2>", _bold_html(t, ranked=title != FAILED_TITLE)]
+    if figs:
+        body += ["<h2>Figures</h2>", *[_img(p) for p in figs]]
+    if problems:
+        body += [f"<h2>{SET_ASIDE_TITLE}</h2><p>Unusable input, left out of the tables and "
+                 "figures:</p><ul>" + "".join(f"<li>{html.escape(p)}</li>" for p in problems)
+                 + "</ul>"]
     style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:"
              "collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px}"
              "img{max-width:100%}figure{display:inline-block;margin:6px}")
-    path = folder / "report.html"
-    atomic_write_text(path, f"<!doctype html><html><head><meta charset='utf-8'><title>fmbench "
-                            f"{html.escape(str(header['suite']))}</title><style>{style}</style>"
-                            f"</head><body>{''.join(body)}</body></html>")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>fmbench {suite}</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>")
+
+
+def build(results: str | Path, fmt: str = "md", out: str | Path | None = None,
+          problems: list[str] | None = None) -> Path:
+    """Write report.md or report.html (and figures) into ``out`` (default RESULTS/report).
+
+    Unusable inputs (malformed rows, losses, samples, image grids, run.json) are left out, listed
+    in the report's "Set aside" section and appended to ``problems`` when given. Raises
+    ResultsError when there is no usable results table at all."""
+    if fmt not in ("md", "html"):
+        raise ValueError(f"format must be 'md' or 'html', got {fmt!r}")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    problems = [] if problems is None else problems
+    results = Path(results)
+    df, meta, losses = _inputs(results, problems)
+    run_dir = results if results.is_dir() else None
+    folder = Path(out) if out else (run_dir or results.parent) / "report"
+    figs = _figures(df, meta, losses, run_dir, folder, problems)
+    grids = _image_grids(run_dir, problems) if run_dir is not None else []
+    tabs = tables(df)
+    header = _header(meta, df, len(problems))
+    if fmt == "md":
+        linked = grids if run_dir is not None and folder == run_dir / "report" else []
+        path, text = folder / "report.md", _render_md(header, tabs, figs, linked, folder, problems)
+    else:
+        path, text = folder / "report.html", _render_html(header, tabs, figs + grids, problems)
+    atomic_write_text(path, text)
     return path
 
 
-def _bold_html(t: pd.DataFrame) -> str:
+def _bold_html(t: pd.DataFrame, ranked: bool = True) -> str:
+    """An HTML table: every cell escaped, best values (ranked tables only) in <b>."""
+    n_index = t.index.nlevels
     t = t.reset_index()
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in t.columns)
     rows = []
     for row in t.itertuples(index=False):
         cells = []
-        for v in row:
-            v = str(v)
-            cells.append(f"<td><b>{html.escape(v[2:-2])}</b></td>" if v.startswith("**")
-                         else f"<td>{html.escape(v)}</td>")
+        for i, v in enumerate(row):
+            text, bold = _split_bold(v, ranked and i >= n_index)
+            cells.append(f"<td><b>{html.escape(text)}</b></td>" if bold
+                         else f"<td>{html.escape(text)}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"

@@ -98,10 +98,10 @@ class CorruptFile(ValueError):
 def _read_json_object(path: Path) -> dict:
     try:
         doc = json.loads(path.read_bytes())
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise CorruptFile(f"not valid JSON ({e})") from None
     if not isinstance(doc, dict):
-        raise CorruptFile(f"expected a JSON object, found {type(doc).__name__}")
+        raise CorruptFile(f"not a JSON object (a JSON {type(doc).__name__})")
     return doc
 
 
@@ -203,10 +203,36 @@ class ResultStore:
     def write_losses(self, model_key: str, record: dict) -> None:
         atomic_write_text(self.dir / "losses" / f"{model_key}.json", json.dumps(record))
 
-    def read_losses(self) -> list[dict]:
+    def read_losses(self, problems: list[str] | None = None) -> list[dict]:
+        """Training-loss records ({task, path_label, seed, losses: [[step, loss], ...]}); an
+        unreadable or malformed file is skipped, and described in ``problems`` when given."""
+        def number(x) -> bool:
+            return isinstance(x, int | float) and not isinstance(x, bool)
+
+        def why_bad(doc) -> str | None:
+            if not isinstance(doc, dict):
+                return "not a JSON object"
+            for key, kind in (("task", str), ("path_label", str), ("seed", int), ("losses", list)):
+                if not isinstance(doc.get(key), kind) or isinstance(doc.get(key), bool):
+                    return f"{key!r} is missing or not a {kind.__name__}"
+            if not all(isinstance(x, list) and len(x) == 2 and all(map(number, x))
+                       for x in doc["losses"]):
+                return "'losses' is not a list of [step, loss] number pairs"
+            return None
+
         folder = self.dir / "losses"
-        return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] \
-            if folder.is_dir() else []
+        out = []
+        for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            try:
+                doc = json.loads(p.read_text(encoding="utf-8"))
+                why = why_bad(doc)
+            except (OSError, ValueError, RecursionError) as e:
+                why = f"not readable JSON ({e})"
+            if why is None:
+                out.append(doc)
+            elif problems is not None:
+                problems.append(f"{p}: {why} (skipped)")
+        return out
 
     def read_meta(self) -> dict:
         """run.json as a dict ({} when absent); raises CorruptFile when unreadable."""

@@ -1,6 +1,7 @@
 """compare / check / merge on hand-made result sets."""
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -83,7 +84,7 @@ def test_markdown_snapshot():
     assert lines[0] == ("**3** worse · **1** better · **1** within noise · **1** not comparable · "
                         "**2** missing")
     assert lines[2] == "| case | metric | status | A | B | change | note |"
-    assert lines[4] == ("| N->8gaussians / icfm(sigma=0.1) / euler(steps=100) | acc | worse | "
+    assert lines[4] == ("| N-&gt;8gaussians / icfm(sigma=0.1) / euler(steps=100) | acc | worse | "
                         "0.5 ± 0 (n=3) | 0.3 ± 0 (n=3) | -40.0% | Welch t-test |")
     assert "| not comparable |" in md and "differs in metric_params, n_eval" in md
 
@@ -151,3 +152,156 @@ def test_merge_deduplicates_on_case_key(tmp_path):
     assert main(["merge", str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "--out",
                  str(tmp_path / "m")]) == 0
     assert len(load_results(tmp_path / "m")) == 3
+
+
+# ------------------------------------------------------------------- unusable input: exit 2
+@pytest.fixture(autouse=True)
+def _wide_console(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")  # error messages on one line each
+
+
+def _exit_codes(base, cand, capsys):
+    """check, compare (both directions) and merge on a corrupted candidate: all must say 2."""
+    codes = [main(["check", str(cand), "--baseline", str(base)]),
+             main(["compare", str(base), str(cand)]), main(["compare", str(cand), str(base)]),
+             main(["merge", str(base), str(cand), "--out", str(cand.parent / "merged.csv")])]
+    return codes, capsys.readouterr().err
+
+
+def test_truncated_results_csv_is_refused_at_every_offset(tmp_path, capsys):
+    base = _write(tmp_path, "base", BASE)
+    cand = _write(tmp_path, "cand", CAND)
+    data = (cand / "results.csv").read_bytes()
+    cuts = [n for n in range(len(data) - 200, len(data)) if not data[:n].endswith(b"\n")]
+    assert len(cuts) > 190  # the cuts fall inside rows, and into the last two rows at least
+    for n in cuts:
+        (cand / "results.csv").write_bytes(data[:n])
+        assert main(["check", str(cand), "--baseline", str(base)]) == 2, n
+        assert main(["compare", str(base), str(cand)]) == 2, n
+        err = capsys.readouterr().err
+        assert err.count("results.csv line") == 2 and err.count("\n") == 2, (n, err)
+    assert not (tmp_path / "merged.csv").exists()
+
+
+@pytest.mark.parametrize("column, bad, says", [
+    ("value", "abc", "value 'abc' is not a number"),
+    ("value", "", "value '' is not a finite number in an ok row"),
+    ("value", "inf", "value 'inf' is not a finite number in an ok row"),
+    ("path_params", "{not json", "path_params '{not json' is not valid JSON"),
+    ("solver_params", "[1, 2]", "solver_params '[1, 2]' is not a JSON object"),
+    ("metric_params", '{"n_eval": ', "metric_params '{\"n_eval\": ' is not valid JSON"),
+    ("seed", "x", "seed 'x' is not an integer"),
+    ("seed", "1.5", "seed '1.5' is not an integer"),
+    ("higher_is_better", "maybe", "higher_is_better 'maybe' is not true/false"),
+    ("status", "o", "status 'o' is not ok/failed/not_applicable"),
+    ("metric", "", "metric is empty"),
+])
+def test_malformed_cell_is_refused_naming_line_and_column(tmp_path, capsys, column, bad, says):
+    base = _write(tmp_path, "base", BASE)
+    df = CAND.astype(object)
+    df.loc[7, column] = bad  # an ok row; line 9 of the file (header is line 1)
+    cand = _write(tmp_path, "cand", df)
+    codes, err = _exit_codes(base, cand, capsys)
+    assert codes == [2, 2, 2, 2]
+    assert err.count(f"results.csv line 9: {says}") == 4, err
+    problems = []
+    kept = load_results(cand, problems)  # lenient: the row set aside, the rest kept
+    assert len(kept) == len(CAND) - 1 and len(problems) == 1
+    assert "line 9" in problems[0] and "set aside" in problems[0]
+
+
+@pytest.mark.parametrize("run_json, says", [
+    ('{"resolved_suite": {"check": {"thresh', "not valid JSON"),
+    ("[1, 2]", "not a JSON object"),
+    ('{"check": {"threshold": "big"}}', "check.threshold must be a finite number"),
+    ('{"check": {"threshold": NaN}}', "check.threshold"),
+    ('{"check": {"alpha": 1.5}}', "check.alpha must be a number in (0, 1)"),
+    ('{"check": {"alpha": true}}', "check.alpha"),
+    ('{"check": {"thresholds": {"w2": -1}}}', "check.thresholds.w2"),
+    ('{"check": {"thresholds": [0.1]}}', "check.thresholds must be a JSON object"),
+    ('{"check": "strict"}', "check must be a JSON object"),
+    ('{"resolved_suite": {"check": {"threshold": "big"}}}', "resolved_suite.check.threshold"),
+])
+def test_bad_run_json_is_refused(tmp_path, capsys, run_json, says):
+    base = _write(tmp_path, "base", BASE)
+    cand = _write(tmp_path, "cand", CAND)  # worse than the baseline: exit 1 when usable
+    (cand / "run.json").write_text(run_json)
+    assert main(["check", str(cand), "--baseline", str(base)]) == 2
+    err = capsys.readouterr().err
+    assert f"{cand / 'run.json'}: " in err and says in err
+
+
+def test_check_table_from_run_json_preferred_and_optional(tmp_path):
+    base = _write(tmp_path, "base", BASE)
+    cand = _write(tmp_path, "cand", CAND)
+    # the new top-level "check" wins over the older resolved_suite.check
+    (cand / "run.json").write_text(json.dumps({"check": {"threshold": 10.0},
+                                               "resolved_suite": {"check": {"threshold": 0.01}}}))
+    lost_ok = ["check", str(cand), "--baseline", str(_write(tmp_path, "b2", CAND))]
+    assert main(lost_ok) == 0
+    (cand / "run.json").write_text(json.dumps({"check": {"thresholds": {"w2": 10.0, "fid": 10.0,
+                                                                        "acc": 10.0}}}))
+    assert main(["check", str(cand), "--baseline", str(base)]) == 1  # trig lost: still a regression
+    (cand / "run.json").unlink()  # no run.json: defaults
+    assert main(["check", str(_write(tmp_path, "same", BASE)), "--baseline", str(base)]) == 0
+    assert main(["check", str(cand), "--baseline", str(base)]) == 1
+    assert main(["check", str(cand), "--baseline", str(base), "--alpha", "2"]) == 2
+
+
+def test_files_that_are_not_results_tables(tmp_path, capsys):
+    base = _write(tmp_path, "base", BASE)
+    header_less = tmp_path / "noheader.csv"
+    BASE.to_csv(header_less, index=False, header=False)
+    cases = {"binary": bytes(range(256)) * 8, "empty": b"", "blank": b"\n \n",
+             "latin1": "schema_version,task\n1,caf\xe9\n".encode("latin-1"),
+             "other": b"a,b,c\n1,2,3\n", "partial": b'schema_version,task\n1,"N->8\n',
+             "zeros": b"\0" * 64}
+    paths = [header_less, tmp_path / "emptydir"]
+    (tmp_path / "emptydir").mkdir()
+    for name, data in cases.items():
+        paths.append(tmp_path / f"{name}.csv")
+        paths[-1].write_bytes(data)
+    for p in paths:
+        codes, err = _exit_codes(base, p, capsys)
+        assert codes == [2, 2, 2, 2], p
+        assert err.count(f"error: {p}") == 4 and err.count("\n") == 4, (p, err)
+        assert p.name not in ("binary.csv", "zeros.csv") or "binary" in err
+        with pytest.raises(ResultsError):
+            load_results(p, [])  # not a table at all: refused in lenient mode too
+
+
+def test_lenient_and_strict_loading_of_a_cut_file(tmp_path):
+    d = _write(tmp_path, "cand", CAND)
+    text = (d / "results.csv").read_text()
+    lines = text.splitlines(keepends=True)
+    lines[3] = lines[3].replace(",ok,", ",o,")
+    (d / "results.csv").write_text("".join(lines)[:-10])  # and the last row cut short
+    problems = []
+    df = load_results(d, problems)
+    assert len(df) == len(CAND) - 2 and df["value"].dtype == float and df["seed"].dtype == int
+    assert [p.split(": ", 1)[0].rsplit(" ", 2)[-2:] for p in problems] == [
+        ["line", "4"], ["line", str(len(lines))]]
+    with pytest.raises(ResultsError, match=r"2 malformed rows: line 4: status 'o'.*; line \d+"):
+        load_results(d)
+
+
+def test_untrusted_text_in_compare_output(tmp_path, capsys):
+    odd = "<script>alert(1)</script>|x [/red] *"
+    acc = rows("icfm", "acc", [0.5, 0.5, 0.5], hib=True)
+    a = frame(rows("icfm", "w2", [1.0, 1.0, 1.0]), acc).assign(task=odd)
+    b = frame(rows("icfm", "w2", [float("nan")] * 3, status="failed"), acc).assign(
+        task=odd, reason="Error:\nline | two [/bold]")
+    md = render_markdown(classify(a, b))
+    assert "<script>" not in md and "&lt;script&gt;" in md
+    table = [ln for ln in md.splitlines() if ln.startswith("|")]
+    assert len(table) == 4 and {_cells(ln) for ln in table} == {7}
+    # rich markup in names is shown, not interpreted (a stray closing tag used to crash rich)
+    assert main(["check", str(_write(tmp_path, "b", b)), "--baseline", str(_write(tmp_path, "a", a))
+                 ]) == 1
+    assert "[/red]" in capsys.readouterr().out
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+
+
+def _cells(line: str) -> int:
+    """Cells of a Markdown table row: pipes not escaped by a backslash, minus the outer ones."""
+    return re.sub(r"\\.", "", line).count("|") - 1
