@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
+import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import fmbench.image_metrics  # noqa: F401  (registers fid, kid, bpd)
@@ -20,16 +20,21 @@ from fmbench.metrics import METRICS, computable_metrics
 from fmbench.models import ACTIVATIONS
 from fmbench.paths.couplings import COUPLINGS
 from fmbench.paths.schedules import PATHS, GaussianPath
-from fmbench.registry import Registry, UnknownNameError
 from fmbench.solvers import SOLVERS, SolverSpec
 from fmbench.train import TrainConfig
 from fmbench.unet import PRESETS, UNetConfig
+from fmbench.validation import (
+    SEED_MAX,
+    STRICT_ENV,
+    SuiteError,
+    Validator,
+    annotation_type,
+    join_key,
+    one_line,
+    short_repr,
+)
 
-
-class SuiteError(ValueError):
-    def __init__(self, file: str, key: str, message: str):
-        self.file, self.key, self.message = file, key, message
-        super().__init__(f"{file}: {key}: {message}" if key else f"{file}: {message}")
+__all__ = ["Case", "Suite", "SuiteError", "Task", "load_suite", "parse_suite"]
 
 
 @dataclass(frozen=True)
@@ -168,77 +173,8 @@ def model_key(task: Task, path: GaussianPath, model: ModelConfig, training: Trai
     })
 
 
-# ----------------------------------------------------------------------------- validation
-_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
-
-
-class _V:
-    """Validation helper bound to one file."""
-
-    def __init__(self, file: str):
-        self.file = file
-
-    def err(self, key: str, msg: str) -> SuiteError:
-        return SuiteError(self.file, key, msg)
-
-    def table(self, d, key: str, allowed: set[str], required: set[str] = frozenset()) -> dict:
-        if not isinstance(d, dict):
-            raise self.err(key, "must be a table")
-        for k in d:
-            if k not in allowed:
-                import difflib
-
-                close = difflib.get_close_matches(k, sorted(allowed), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise self.err(f"{key}.{k}" if key else k,
-                               f"unknown key{hint}; allowed: {', '.join(sorted(allowed))}")
-        for k in sorted(required):
-            if k not in d:
-                raise self.err(f"{key}.{k}" if key else k, "is required")
-        return d
-
-    def scalar(self, value, key: str, typ: type, lo=None, hi=None, lo_open=False):
-        ok = isinstance(value, typ) and not (typ is not bool and isinstance(value, bool))
-        if typ is float and isinstance(value, int) and not isinstance(value, bool):
-            value, ok = float(value), True
-        if not ok:
-            raise self.err(key, f"must be {_TYPE_NAMES[typ]}, got {value!r}")
-        if typ is float and not math.isfinite(value):
-            raise self.err(key, f"must be a finite number, got {value!r}")
-        if lo is not None and (value <= lo if lo_open else value < lo):
-            raise self.err(key, f"must be {'>' if lo_open else '>='} {lo}, got {value}")
-        if hi is not None and value > hi:
-            raise self.err(key, f"must be <= {hi}, got {value}")
-        return value
-
-    def name(self, value, key: str, registry: Registry, extra: tuple[str, ...] = ()):
-        if not isinstance(value, str):
-            raise self.err(key, f"must be a string, got {value!r}")
-        if value in extra:
-            return value
-        try:
-            registry.get(value)
-        except UnknownNameError as e:
-            raise self.err(key, str(e)) from None
-        return value
-
-    def list_of(self, value, key: str, allow_scalar: bool = True) -> list:
-        if isinstance(value, list):
-            if not value:
-                raise self.err(key, "must not be empty")
-            return value
-        if allow_scalar:
-            return [value]
-        raise self.err(key, f"must be a list, got {value!r}")
-
-
-def _annotation_type(ann) -> type:
-    ann = ann if isinstance(ann, str) else getattr(ann, "__name__", str(ann))
-    return {"float": float, "int": int, "str": str, "bool": bool}.get(ann.split(" ")[0], str)
-
-
-def _build_path(v: _V, entry: dict, key: str) -> GaussianPath:
-    v.table(entry, key, set(entry), {"name"})
+def _build_path(v: Validator, entry: dict, key: str) -> GaussianPath:
+    v.table(entry, key, None, {"name"})
     name = v.name(entry["name"], f"{key}.name", PATHS)
     cls = PATHS.get(name)
     fields_ = cls.param_fields()
@@ -247,99 +183,114 @@ def _build_path(v: _V, entry: dict, key: str) -> GaussianPath:
     for k, val in entry.items():
         if k == "name":
             continue
-        typ = _annotation_type(fields_[k])
+        typ = annotation_type(fields_[k])
         params[k] = v.scalar(val, f"{key}.{k}", typ)
     if "coupling" in params:
         v.name(params["coupling"], f"{key}.coupling", COUPLINGS)
     try:
         return cls(**params)
     except ValueError as e:
-        raise v.err(key, f"{name}: {e}") from None
+        raise v.err(key, f"{name}: {one_line(e)}") from None
+    except ArithmeticError as e:  # e.g. 2·sigma² overflowing for sigma = 1e200
+        raise v.err(key, f"{name}: parameters out of numeric range ({one_line(e)})") from None
 
 
-def _build_solvers(v: _V, entry: dict, key: str) -> list[SolverSpec]:
+def _build_solvers(v: Validator, entry: dict, key: str) -> list[SolverSpec]:
     v.table(entry, key, {"name", "steps", "nfe", "rtol", "atol"}, {"name"})
-    names = v.list_of(entry["name"], f"{key}.name")
-    for n in names:
-        v.name(n, f"{key}.name", SOLVERS)
+    names = [v.name(n, f"{key}.name", SOLVERS) for n in v.list_of(entry["name"], f"{key}.name")]
     out = []
     for n in names:
-        info = SOLVERS.get(n)
-        if info.adaptive:
-            for bad in ("steps", "nfe"):
-                if bad in entry:
-                    raise v.err(f"{key}.{bad}", f"{n} is adaptive: give rtol/atol instead")
-            rtols = v.list_of(entry.get("rtol", 1e-5), f"{key}.rtol")
-            atols = v.list_of(entry.get("atol", 1e-5), f"{key}.atol")
-            if len(atols) not in (1, len(rtols)):
-                raise v.err(f"{key}.atol", "must be one number or a list as long as rtol")
-            for j, r in enumerate(rtols):
-                a = atols[j] if len(atols) > 1 else atols[0]
-                out.append(SolverSpec(
-                    n, rtol=v.scalar(r, f"{key}.rtol", float, 0, lo_open=True),
-                    atol=v.scalar(a, f"{key}.atol", float, 0, lo_open=True)))
+        if SOLVERS.get(n).adaptive:
+            out += _adaptive_specs(v, n, entry, key)
         else:
-            for bad in ("rtol", "atol"):
-                if bad in entry:
-                    raise v.err(f"{key}.{bad}", f"{n} is fixed-step: give steps or nfe instead")
-            if ("steps" in entry) == ("nfe" in entry):
-                raise v.err(key, f"{n} is fixed-step: give exactly one of 'steps' or 'nfe'")
-            kind = "steps" if "steps" in entry else "nfe"
-            for val in v.list_of(entry[kind], f"{key}.{kind}"):
-                val = v.scalar(val, f"{key}.{kind}", int, 1)
-                try:
-                    out.append(SolverSpec(n, **{kind: val}))
-                except ValueError as e:
-                    raise v.err(f"{key}.{kind}", str(e)) from None
+            out += _fixed_step_specs(v, n, entry, key)
+    return out
+
+
+def _adaptive_specs(v: Validator, n: str, entry: dict, key: str) -> list[SolverSpec]:
+    for bad in ("steps", "nfe"):
+        if bad in entry:
+            raise v.err(f"{key}.{bad}", f"{n} is adaptive: give rtol/atol instead")
+    rtols = v.list_of(entry.get("rtol", 1e-5), f"{key}.rtol")
+    atols = v.list_of(entry.get("atol", 1e-5), f"{key}.atol")
+    if len(atols) not in (1, len(rtols)):
+        raise v.err(f"{key}.atol", "must be one number or a list as long as rtol")
+    out = []
+    for j, r in enumerate(rtols):
+        a = atols[j] if len(atols) > 1 else atols[0]
+        out.append(SolverSpec(n, rtol=v.scalar(r, f"{key}.rtol", float, 0, lo_open=True),
+                              atol=v.scalar(a, f"{key}.atol", float, 0, lo_open=True)))
+    return out
+
+
+def _fixed_step_specs(v: Validator, n: str, entry: dict, key: str) -> list[SolverSpec]:
+    for bad in ("rtol", "atol"):
+        if bad in entry:
+            raise v.err(f"{key}.{bad}", f"{n} is fixed-step: give steps or nfe instead")
+    if ("steps" in entry) == ("nfe" in entry):
+        raise v.err(key, f"{n} is fixed-step: give exactly one of 'steps' or 'nfe'")
+    kind = "steps" if "steps" in entry else "nfe"
+    out = []
+    for val in v.list_of(entry[kind], f"{key}.{kind}"):
+        val = v.scalar(val, f"{key}.{kind}", int, 1)
+        try:
+            out.append(SolverSpec(n, **{kind: val}))
+        except ValueError as e:
+            raise v.err(f"{key}.{kind}", one_line(e)) from None
     return out
 
 
 SUITE_KEYS = {"suite", "task", "model", "training", "path", "solver", "metrics", "check"}
 
 
-def _build_task(v: _V, t: dict, key: str) -> Task:
-    v.table(t, key, set(t), {"target"})
+def _build_task(v: Validator, t: dict, key: str) -> Task:
+    v.table(t, key, None, {"target"})
     tgt = t["target"]
     if isinstance(tgt, str) and tgt in IMAGE_DATASETS:
-        spec = IMAGE_DATASETS.get(tgt).options
-        v.table(t, key, {"name", "source", "target", *spec})
-        if t.get("source", "gaussian") != "gaussian":
-            raise v.err(f"{key}.source", "image tasks take a Gaussian source")
-        opts = {}
-        for opt, (typ, default) in spec.items():
-            if opt in t:
-                lo = 0 if typ is int else None
-                opts[opt] = v.scalar(t[opt], f"{key}.{opt}", typ, lo)
-            elif default is None and not (tgt == "npz" and opt == "test"):
-                raise v.err(f"{key}.{opt}", f"is required for {tgt}")
-            else:
-                opts[opt] = default
-        if "channels" in opts and opts["channels"] not in (1, 3):
-            raise v.err(f"{key}.channels", f"must be 1 or 3, got {opts['channels']}")
-        if tgt == "npz" and not opts.get("test"):
-            opts["test"] = opts["root"]
-        name = v.scalar(t.get("name", tgt), f"{key}.name", str)
-        base = Path(v.file).parent if Path(v.file).is_file() else Path.cwd()
-        return Task(name, "gaussian", tgt, tuple(sorted(opts.items())), str(base.resolve()))
+        return _build_image_task(v, t, key, tgt)
     v.table(t, key, {"name", "source", "target"})
     src = v.name(t.get("source", "gaussian"), f"{key}.source", DATASETS)
+    tgt = v.scalar(tgt, f"{key}.target", str)
     try:
         tgt = v.name(tgt, f"{key}.target", DATASETS)
     except SuiteError as e:
         raise v.err(e.key, e.message.replace("Known datasets:", "Known 2D datasets:") +
                     f" Image datasets: {', '.join(IMAGE_DATASETS.names())}.") from None
     label = "N" if src == "gaussian" else src
-    return Task(v.scalar(t.get("name", f"{label}->{tgt}"), f"{key}.name", str), src, tgt)
+    return Task(v.label(t.get("name", f"{label}->{tgt}"), f"{key}.name"), src, tgt)
+
+
+def _build_image_task(v: Validator, t: dict, key: str, tgt: str) -> Task:
+    spec = IMAGE_DATASETS.get(tgt).options
+    v.table(t, key, {"name", "source", "target", *spec})
+    if t.get("source", "gaussian") != "gaussian":
+        raise v.err(f"{key}.source", f"image tasks take a Gaussian source (leave source out or "
+                                     f"write \"gaussian\"), got {short_repr(t['source'])}")
+    opts = {}
+    for opt, (typ, default) in spec.items():
+        if opt in t:
+            opts[opt] = (v.file_path(t[opt], f"{key}.{opt}") if opt in ("root", "test")
+                         else v.scalar(t[opt], f"{key}.{opt}", typ, 0 if typ is int else None))
+        elif default is None and not (tgt == "npz" and opt == "test"):
+            raise v.err(f"{key}.{opt}", f"is required for {tgt}")
+        else:
+            opts[opt] = default
+    if "channels" in opts and opts["channels"] not in (1, 3):
+        raise v.err(f"{key}.channels", f"must be 1 or 3, got {opts['channels']}")
+    if tgt == "npz" and not opts.get("test"):
+        opts["test"] = opts["root"]
+    name = v.label(t.get("name", tgt), f"{key}.name")
+    base = Path(v.file).parent if Path(v.file).is_file() else Path.cwd()
+    return Task(name, "gaussian", tgt, tuple(sorted(opts.items())), str(base.resolve()))
 
 
 UNET_KEYS = {"channels": int, "num_res_blocks": int, "num_head_channels": int, "dropout": float}
+UNET_LO = {"channels": 32, "num_res_blocks": 0, "num_head_channels": 1, "dropout": 0}
 
 
-def _build_model(v: _V, m: dict) -> ModelConfig:
-    v.table(m, "model", set(m))
-    kind = m.get("kind", "mlp")
-    if kind not in ("mlp", "unet"):
-        raise v.err("model.kind", f"must be 'mlp' or 'unet', got {kind!r}")
+def _build_model(v: Validator, m: dict) -> ModelConfig:
+    v.table(m, "model")
+    kind = v.choice(m.get("kind", "mlp"), "model.kind", ("mlp", "unet"))
     if kind == "mlp":
         v.table(m, "model", {"kind", "width", "depth", "activation"})
         return ModelConfig(
@@ -347,19 +298,17 @@ def _build_model(v: _V, m: dict) -> ModelConfig:
             depth=v.scalar(m.get("depth", 3), "model.depth", int, 1),
             activation=v.name(m.get("activation", "selu"), "model.activation", ACTIVATIONS))
     v.table(m, "model", {"kind", "preset", "channel_mult", "attention_resolutions", *UNET_KEYS})
-    preset = m.get("preset", "cifar-tong")
-    if preset not in PRESETS:
-        raise v.err("model.preset", f"unknown preset {preset!r}; choose from "
-                                    f"{', '.join(sorted(PRESETS))}")
-    over = {k: v.scalar(m[k], f"model.{k}", typ, 0) for k, typ in UNET_KEYS.items() if k in m}
+    preset = v.choice(m.get("preset", "cifar-tong"), "model.preset", PRESETS)
+    over = {k: v.scalar(m[k], f"model.{k}", typ, UNET_LO[k]) for k, typ in UNET_KEYS.items()
+            if k in m}
+    if over.get("dropout", 0) >= 1:
+        raise v.err("model.dropout", f"must be in [0, 1), got {over['dropout']}")
     for k in ("channel_mult", "attention_resolutions"):
         if k in m:
-            vals = m[k] if isinstance(m[k], list) else None
-            if vals is None:
-                raise v.err(f"model.{k}", "must be a list of integers")
-            over[k] = tuple(v.scalar(x, f"model.{k}", int, 1) for x in vals)
-    from dataclasses import replace
-
+            if not isinstance(m[k], list) or (k == "channel_mult" and not m[k]):
+                raise v.err(f"model.{k}", f"must be a {'non-empty ' * (k == 'channel_mult')}"
+                                          f"list of integers, got {short_repr(m[k])}")
+            over[k] = tuple(v.scalar(x, f"model.{k}", int, 1) for x in m[k])
     cfg = replace(PRESETS[preset], **over)
     if cfg.channels % 32:
         raise v.err("model.channels", f"must be a multiple of 32, got {cfg.channels}")
@@ -367,56 +316,105 @@ def _build_model(v: _V, m: dict) -> ModelConfig:
 
 
 def parse_suite(data: dict, file: str = "<suite>") -> Suite:
-    v = _V(file)
+    """Validate a parsed suite. Raises :class:`SuiteError` only: an unexpected exception is a bug
+    in fmbench, reported as a SuiteError naming the file (re-raised as is when the environment
+    variable ``FMBENCH_STRICT_SUITE_ERRORS=1`` is set, as the tests do)."""
+    try:
+        return _parse_suite(data, file)
+    except SuiteError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the safety net: the CLI must not print a traceback
+        if os.environ.get(STRICT_ENV) == "1":
+            raise
+        raise SuiteError(file, "", f"bug in fmbench while checking this suite, please report "
+                                   f"it: {type(e).__name__}: {one_line(e)}") from e
+
+
+def _parse_suite(data: dict, file: str) -> Suite:
+    v = Validator(file)
     v.table(data, "", SUITE_KEYS, {"suite", "task", "path", "solver"})
     s = v.table(data["suite"], "suite", {"name", "description", "seeds", "data_seed"}, {"name"})
-    name = v.scalar(s["name"], "suite.name", str)
-    seeds = tuple(v.scalar(x, "suite.seeds", int, 0)
+    name = v.suite_name(s["name"], "suite.name")
+    seeds = tuple(v.scalar(x, "suite.seeds", int, 0, SEED_MAX)
                   for x in v.list_of(s.get("seeds", [0]), "suite.seeds", allow_scalar=False))
     if len(set(seeds)) != len(seeds):
-        raise v.err("suite.seeds", f"has duplicates: {list(seeds)}")
-
-    tasks = [_build_task(v, t, f"task[{i}]")
-             for i, t in enumerate(v.list_of(data["task"], "task", allow_scalar=False))]
-    if len({t.name for t in tasks}) != len(tasks):
-        raise v.err("task", "task names must be unique")
+        raise v.err("suite.seeds", f"has duplicates: {short_repr(list(seeds))}")
+    tasks = _build_tasks(v, data["task"])
     model = _build_model(v, data.get("model", {}))
     for i, t in enumerate(tasks):
         want = "unet" if t.is_image else "mlp"
         if model.kind != want:
             raise v.err("model.kind", f"task[{i}] ({t.name}) needs kind = {want!r}")
+    training = _build_training(v, data.get("training", {}))
+    paths = [_build_path(v, p, f"path[{i}]") for i, p in enumerate(v.tables(data["path"], "path"))]
+    if len({(p.name, json.dumps(p.params(), sort_keys=True)) for p in paths}) != len(paths):
+        raise v.err("path", "the same path with the same parameters is listed twice")
+    solvers = []
+    for i, e in enumerate(v.tables(data["solver"], "solver")):
+        solvers += _build_solvers(v, e, f"solver[{i}]")
+    if len({sp.label() for sp in solvers}) != len(solvers):
+        raise v.err("solver", "the same solver configuration is listed twice")
+    metrics = _build_metrics(v, data.get("metrics", {}))
+    suite = Suite(
+        check=_build_check(v, data.get("check", {}), metrics.names), file=file, name=name,
+        description=v.scalar(s.get("description", ""), "suite.description", str),
+        seeds=seeds, data_seed=v.scalar(s.get("data_seed", 12345), "suite.data_seed", int, 0,
+                                        SEED_MAX),
+        tasks=tuple(tasks), model=model, training=training, paths=tuple(paths),
+        solvers=tuple(solvers), metrics=metrics, raw=data,
+    )
+    if not suite.cases():
+        raise v.err("path", "no case left: every path needs a Gaussian source and no task has one")
+    return suite
 
-    tr = data.get("training", {})
+
+def _build_tasks(v: Validator, value) -> list[Task]:
+    tasks = [_build_task(v, t, f"task[{i}]") for i, t in enumerate(v.tables(value, "task"))]
+    seen: set[str] = set()
+    for i, t in enumerate(tasks):
+        if t.name in seen:
+            raise v.err(f"task[{i}].name", f"task names must be unique; {t.name!r} is taken "
+                                           f"(give the tasks different name = …)")
+        seen.add(t.name)
+    return tasks
+
+
+# training fields that may be 0 (0 = off); other numbers must be positive
+TRAINING_ZERO_OK = {"weight_decay", "grad_clip", "warmup_steps", "ema_decay", "checkpoint_every"}
+
+
+def _training_bounds(k: str, typ: type) -> dict:
+    if typ in (str, bool):
+        return {}
+    if k in TRAINING_ZERO_OK:
+        return {"lo": 0}
+    return {"lo": 1} if typ is int else {"lo": 0, "lo_open": True}
+
+
+def _build_training(v: Validator, tr) -> TrainConfig:
     tfields = TrainConfig.__dataclass_fields__
     v.table(tr, "training", set(tfields))
     targs = {}
     for k, val in tr.items():
-        typ = _annotation_type(tfields[k].type)
-        lo = None if typ in (str, bool) else 0 if k in (
-            "weight_decay", "grad_clip", "warmup_steps", "ema_decay", "checkpoint_every") \
-            else 1e-300
-        targs[k] = v.scalar(val, f"training.{k}", typ, lo)
-    if "optimizer" in targs and targs["optimizer"] not in ("adam", "adamw"):
-        raise v.err("training.optimizer", f"must be 'adam' or 'adamw', got {targs['optimizer']!r}")
+        typ = annotation_type(tfields[k].type)
+        targs[k] = v.scalar(val, f"training.{k}", typ, **_training_bounds(k, typ))
+    if "optimizer" in targs:
+        v.choice(targs["optimizer"], "training.optimizer", ("adam", "adamw"))
     training = TrainConfig(**targs)
     try:
         training.check()
     except ValueError as e:
-        raise v.err("training", str(e)) from None
+        raise v.err("training", one_line(e)) from None
+    return training
 
-    paths = [_build_path(v, p, f"path[{i}]")
-             for i, p in enumerate(v.list_of(data["path"], "path", allow_scalar=False))]
-    if len({(p.name, json.dumps(p.params(), sort_keys=True)) for p in paths}) != len(paths):
-        raise v.err("path", "the same path with the same parameters is listed twice")
 
-    solvers = []
-    for i, e in enumerate(v.list_of(data["solver"], "solver", allow_scalar=False)):
-        solvers += _build_solvers(v, e, f"solver[{i}]")
-    if len({sp.label() for sp in solvers}) != len(solvers):
-        raise v.err("solver", "the same solver configuration is listed twice")
+METRICS_LO = {"n_eval": 2, "reference_steps": 1, "eval_batch": 1, "kid_subset_size": 1, "bpd_n": 1,
+              "bpd_k": 1, "bpd_probes": 1}  # other integers: >= 0; floats: > 0
 
+
+def _build_metrics(v: Validator, mt) -> MetricsConfig:
     mfields = {f: MetricsConfig.__dataclass_fields__[f].type for f in MetricsConfig.__dataclass_fields__}
-    mt = v.table(data.get("metrics", {}), "metrics", set(mfields))
+    v.table(mt, "metrics", set(mfields))
     names = tuple(v.name(n, "metrics.names", METRICS)
                   for n in v.list_of(mt.get("names", list(MetricsConfig.names)), "metrics.names",
                                      allow_scalar=False))
@@ -431,32 +429,20 @@ def parse_suite(data: dict, file: str = "<suite>") -> Suite:
     for k, val in mt.items():
         if k == "names":
             continue
-        typ = _annotation_type(mfields[k])
-        lo = None if typ is str else 2 if k == "n_eval" else 1 if k in (
-            "reference_steps", "eval_batch", "kid_subset_size", "bpd_n", "bpd_k", "bpd_probes") \
-            else 0
+        typ = annotation_type(mfields[k])
+        lo = None if typ is str else METRICS_LO.get(k, 0)
         margs[k] = v.scalar(val, f"metrics.{k}", typ, lo, lo_open=(typ is float))
     metrics = MetricsConfig(**margs)
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
     if metrics.feature_extractor not in FEATURE_EXTRACTORS_REGISTRY:
         raise v.err("metrics.feature_extractor",
-                    f"unknown torch-fidelity feature extractor {metrics.feature_extractor!r}; "
+                    f"unknown torch-fidelity feature extractor {short_repr(metrics.feature_extractor)}; "
                     f"registered: {', '.join(sorted(FEATURE_EXTRACTORS_REGISTRY))}")
-    check = _build_check(v, data.get("check", {}), names)
-    suite = Suite(
-        check=check, file=file, name=name,
-        description=v.scalar(s.get("description", ""), "suite.description", str),
-        seeds=seeds, data_seed=v.scalar(s.get("data_seed", 12345), "suite.data_seed", int, 0),
-        tasks=tuple(tasks), model=model, training=training, paths=tuple(paths),
-        solvers=tuple(solvers), metrics=metrics, raw=data,
-    )
-    if not suite.cases():
-        raise v.err("path", "no case left: every path needs a Gaussian source and no task has one")
-    return suite
+    return metrics
 
 
-def _build_check(v: _V, c: dict, metric_names: tuple[str, ...]) -> dict:
+def _build_check(v: Validator, c, metric_names: tuple[str, ...]) -> dict:
     """[check]: threshold (relative change that counts), alpha, per-metric thresholds."""
     v.table(c, "check", {"threshold", "alpha", "thresholds"})
     out: dict = {}
@@ -466,25 +452,39 @@ def _build_check(v: _V, c: dict, metric_names: tuple[str, ...]) -> dict:
         out["alpha"] = v.scalar(c["alpha"], "check.alpha", float, 0, 1, lo_open=True)
     th = c.get("thresholds", {})
     if not isinstance(th, dict):
-        raise v.err("check.thresholds", "must be a table of metric = relative threshold")
+        raise v.err("check.thresholds", f"must be a table of metric = relative threshold, "
+                                        f"got {short_repr(th)}")
     out["thresholds"] = {}
     for k, val in th.items():
-        v.name(k, f"check.thresholds.{k}", METRICS)
-        out["thresholds"][k] = v.scalar(val, f"check.thresholds.{k}", float, 0)
+        v.name(k, join_key("check.thresholds", k), METRICS)
+        out["thresholds"][k] = v.scalar(val, join_key("check.thresholds", k), float, 0)
     return out
+
+
+def _read_toml(file: str) -> dict:
+    try:
+        raw = Path(file).read_bytes()
+    except FileNotFoundError:
+        raise SuiteError(file, "", "file not found") from None
+    except OSError as e:
+        raise SuiteError(file, "", f"cannot be read: {e.strerror or e}") from None
+    except ValueError as e:  # e.g. a NUL character in the file name
+        raise SuiteError(file, "", f"cannot be read: {one_line(e)}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SuiteError(file, "", f"not valid UTF-8 text: {e}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SuiteError(file, "", f"not valid TOML: {one_line(e)}") from None
+    except (RecursionError, MemoryError):
+        raise SuiteError(file, "", "nesting too deep (or too large) to read: nest arrays and "
+                                   "tables at most a few hundred levels") from None
+    except ValueError as e:  # an integer of more than 4300 digits
+        raise SuiteError(file, "", f"not valid TOML: {one_line(e, 120)}") from None
 
 
 def load_suite(file: str | Path) -> Suite:
     file = str(file)
-    try:
-        with open(file, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise SuiteError(file, "", "file not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise SuiteError(file, "", f"not valid TOML: {e}") from None
-    except UnicodeDecodeError as e:
-        raise SuiteError(file, "", f"not valid UTF-8 text: {e}") from None
-    except OSError as e:
-        raise SuiteError(file, "", f"cannot be read: {e.strerror or e}") from None
-    return parse_suite(data, file)
+    return parse_suite(_read_toml(file), file)

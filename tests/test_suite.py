@@ -137,3 +137,134 @@ def test_same_data_different_task_names_are_distinct_cases(tmp_path):
                         '[[task]]\nsource = "gaussian"\ntarget = "8gaussians"\nname = "B"\n', 1)
     cases = load_suite(_write(tmp_path, text)).cases()
     assert len({c.case_id for c in cases}) == len(cases) == 16
+
+
+# ------------------------------------------------------------------ malformed suites: exit 2, short
+MODEL = "[model]\nwidth = 16\ndepth = 2\n"
+TASK = '[[task]]\nsource = "gaussian"\ntarget = "8gaussians"\n'
+PATHS = '[[path]]\nname = "icfm"\nsigma = 0.1\n\n[[path]]\nname = "otcfm"\n'
+SOLVERS = '[[solver]]\nname = "euler"\nnfe = 8\n\n[[solver]]\nname = "rk4"\nsteps = 2\n'
+DEEP = "[" * 3000 + "]" * 3000
+HUGE = "1" + "0" * 400  # beyond float range: float() raised OverflowError
+CHECK = "reference_steps = 20\n"
+
+
+@pytest.mark.parametrize("top,old,new,expect", [
+    ("model = 5", MODEL, "", "model:"),  # a scalar where a table belongs
+    ("task = [1]", TASK, "", "task[0]:"),
+    ("path = [1]", PATHS, "", "path[0]:"),
+    ("solver = [1]", SOLVERS, "", "solver[0]:"),
+    ("", TASK, TASK.replace("[[task]]", "[task]"), "task:"),  # a table where a list belongs
+    ("", MODEL, '[model]\nkind = "unet"\npreset = [1, 2]\n', "model.preset:"),  # unhashable
+    ("", MODEL, "[model]\nkind = [1]\n", "model.kind:"),
+    ("", CHECK, CHECK + "feature_extractor = [1]\n", "metrics.feature_extractor:"),
+    ("", CHECK, CHECK + "\n[check]\nthresholds = [1]\n", "check.thresholds:"),
+    ("", CHECK, CHECK + "\n[check]\nthresholds = {w2 = [1]}\n", "check.thresholds.w2:"),
+    ("", CHECK, CHECK + f"\n[check]\nthreshold = {HUGE}\n", "check.threshold:"),
+    ("", 'target = "8gaussians"', 'target = "cifar10"\nroot = [1]', "task[0].root:"),
+    ("", 'target = "8gaussians"', 'target = "cifar10"\nroot = "d"\nhflip = [1]', "task[0].hflip:"),
+    ("", 'target = "8gaussians"', 'target = "cifar10"\nroot = "~no-such-user-fmbench/d"',
+     "task[0].root:"),  # Path.expanduser raised RuntimeError
+    ("", "steps = 30", "steps = [1]", "training.steps:"),
+    ("", "steps = 30", f"lr = {HUGE}", "training.lr:"),
+    ("", "sigma = 0.1", f"sigma = {HUGE}", "path[0].sigma:"),
+    ("", "seeds = [0, 1]", "seeds = [9223372036854775807]", "suite.seeds:"),
+    ("", 'name = "tiny"', 'name = "../x"', "suite.name:"),
+    (f"x = {DEEP}", "", "", ": nesting too deep"),  # tomllib: RecursionError, 3002 lines
+    ("", "steps = 30", "steps = 1" + "0" * 5000, ": not valid TOML"),  # ValueError: > 4300 digits
+])
+def test_cli_malformed_suite_exits_2_with_a_short_message(tmp_path, capsys, top, old, new, expect):
+    assert old in TINY
+    p = _write(tmp_path, f"{top}\n{TINY.replace(old, new, 1)}")
+    assert main(["validate", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err) < 2000 and len(err.splitlines()) <= 6, err
+    flat = err.replace("\n", "")
+    assert str(p) in flat and expect in flat
+
+
+@pytest.mark.parametrize("old,new,key,msg", [
+    ('name = "tiny"', 'name = "../x"', "suite.name", "letters, digits"),
+    ('name = "tiny"', 'name = "/tmp/x"', "suite.name", "results/<name>"),
+    ('name = "tiny"', 'name = "a/b"', "suite.name", "at most 64 characters"),
+    ('name = "tiny"', 'name = ""', "suite.name", "starting with a letter or digit"),
+    ('name = "tiny"', 'name = "a\\\\b"', "suite.name", "'a\\\\b'"),
+    ('name = "tiny"', 'name = ".hidden"', "suite.name", "starting with a letter or digit"),
+    ('name = "tiny"', 'name = "ok\\n"', "suite.name", "letters, digits"),
+    ('name = "tiny"', f'name = "{"a" * 300}"', "suite.name", "at most 64"),
+    ('name = "tiny"', "name = 3", "suite.name", "must be a string"),
+    ('target = "8gaussians"', 'target = "8gaussians"\nname = "a\\nb"', "task[0].name",
+     "control characters"),
+    ('target = "8gaussians"', 'target = "8gaussians"\nname = "a\\tb"', "task[0].name",
+     "control characters"),
+    ('target = "8gaussians"', 'target = "8gaussians"\nname = "a\\u0000"', "task[0].name",
+     "control characters"),
+    ('target = "8gaussians"', f'target = "8gaussians"\nname = "{"t" * 101}"', "task[0].name",
+     "1 to 100 characters"),
+    ('target = "8gaussians"', 'target = "8gaussians"\nname = ""', "task[0].name",
+     "1 to 100 characters"),
+    ("seeds = [0, 1]", "seeds = [0, 9223372036854775807]", "suite.seeds", "[0, 4294967295]"),
+    ("seeds = [0, 1]", "seeds = [4294967296]", "suite.seeds", "[0, 4294967295]"),
+    ("seeds = [0, 1]", "seeds = [-1]", "suite.seeds", "[0, 4294967295]"),
+    ("seeds = [0, 1]", "seeds = [0]\ndata_seed = 4294967296", "suite.data_seed",
+     "[0, 4294967295]"),
+    ("width = 16", "width = 1180591620717411303424", "model.width", "64-bit integer"),
+    ("steps = 30", "steps = 30\nlr = 0", "training.lr", "must be > 0"),
+    ("[[task]]", "[task]", "task", "write [[task]], not [task]"),
+])
+def test_names_seeds_and_shapes(tmp_path, old, new, key, msg):
+    assert old in TINY
+    p = _write(tmp_path, TINY.replace(old, new, 1))
+    with pytest.raises(SuiteError) as e:
+        load_suite(p)
+    assert e.value.key == key and msg in e.value.message, str(e.value)
+
+
+@pytest.mark.parametrize("old,new", [
+    ('name = "tiny"', 'name = "A-1.b_c"'),
+    ('name = "tiny"', f'name = "{"n" * 64}"'),
+    ("seeds = [0, 1]", "seeds = [0, 4294967295]\ndata_seed = 4294967295"),
+    ('target = "8gaussians"', f'target = "8gaussians"\nname = "ünï cödé {"t" * 89}"'),
+])
+def test_names_and_seeds_at_the_limits_are_accepted(tmp_path, old, new):
+    assert load_suite(_write(tmp_path, TINY.replace(old, new, 1))).cases()
+
+
+def test_messages_stay_short_for_huge_or_deep_values():
+    import tomllib
+
+    from fmbench.suite import parse_suite
+
+    deep: list = []
+    for _ in range(3000):
+        deep = [deep]
+    for value in (deep, "x" * 100_000, list(range(100_000)), {"k" * 5000: 1}, 10**5000):
+        data = tomllib.loads(TINY)
+        data["suite"]["name"] = value
+        with pytest.raises(SuiteError) as e:
+            parse_suite(data, "f.toml")
+        assert e.value.key == "suite.name" and len(str(e.value)) < 300
+    data = tomllib.loads(TINY)
+    data["model"]["x\n" * 5000] = 1  # an unknown key with newlines: quoted and clipped
+    with pytest.raises(SuiteError) as e:
+        parse_suite(data, "f.toml")
+    assert "\n" not in str(e.value) and len(str(e.value)) < 400
+
+
+def test_unexpected_exception_is_a_bug_report_unless_strict(monkeypatch):
+    import tomllib
+
+    import fmbench.suite as S
+
+    def boom(*_):
+        raise KeyError("oops")
+
+    monkeypatch.setattr(S, "_build_model", boom)
+    monkeypatch.delenv(S.STRICT_ENV, raising=False)
+    with pytest.raises(SuiteError) as e:
+        S.parse_suite(tomllib.loads(TINY), "f.toml")
+    assert str(e.value).startswith("f.toml: ") and "bug in fmbench" in str(e.value)
+    assert "KeyError: 'oops'" in str(e.value) and "\n" not in str(e.value)
+    monkeypatch.setenv(S.STRICT_ENV, "1")
+    with pytest.raises(KeyError):
+        S.parse_suite(tomllib.loads(TINY), "f.toml")
