@@ -91,35 +91,27 @@ def p_deep(w):
     return fmbench(w, "validate", suite(w, text=TINY + "x = " + "[" * 3000 + "]" * 3000 + "\n"))
 
 
-def p_crafted_cifar(w):
-    root = w / "data"
-    (root / "cifar-10-batches-py").mkdir(parents=True)
-    raw = pickle.dumps(Payload(w / "PWNED"), protocol=2)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        (root / "cifar-10-batches-py" / name).write_bytes(raw)
-    text = TINY.replace('source = "gaussian"\ntarget = "8gaussians"',
-                        f'target = "cifar10"\nroot = "{root}"').replace(
-        "width = 16\ndepth = 2", 'kind = "unet"\npreset = "tiny"').replace(
-        '["w2", "nfe"]', '["nfe"]')
-    return fmbench(w, "run", suite(w, text=text), "--out", "out")
+CIFAR_BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 
 
-def p_crafted_cifar_archive(w):
-    root = w / "data"
-    root.mkdir()
-    raw = pickle.dumps(Payload(w / "PWNED"), protocol=2)
-    with tarfile.open(root / "cifar-10-python.tar.gz", "w:gz") as tar:
-        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
-            info.size = len(raw)
-            import io
-
-            tar.addfile(info, io.BytesIO(raw))
-    text = TINY.replace('source = "gaussian"\ntarget = "8gaussians"',
-                        f'target = "cifar10"\nroot = "{root}"').replace(
-        "width = 16\ndepth = 2", 'kind = "unet"\npreset = "tiny"').replace(
-        '["w2", "nfe"]', '["nfe"]')
-    return fmbench(w, "run", suite(w, text=text), "--out", "out")
+def p_crafted_cifar(archive: bool):
+    """Every CIFAR-10 batch replaced by a payload pickle, as a folder or inside the archive."""
+    def probe(w):
+        root = w / "data"
+        (root / "cifar-10-batches-py").mkdir(parents=True)
+        raw = pickle.dumps(Payload(w / "PWNED"), protocol=2)
+        for name in CIFAR_BATCHES:
+            (root / "cifar-10-batches-py" / name).write_bytes(raw)
+        if archive:
+            with tarfile.open(root / "cifar-10-python.tar.gz", "w:gz") as tar:
+                tar.add(root / "cifar-10-batches-py", "cifar-10-batches-py")
+            shutil.rmtree(root / "cifar-10-batches-py")
+        text = TINY.replace('source = "gaussian"\ntarget = "8gaussians"',
+                            f'target = "cifar10"\nroot = "{root}"').replace(
+            "width = 16\ndepth = 2", 'kind = "unet"\npreset = "tiny"').replace(
+            '["w2", "nfe"]', '["nfe"]')
+        return fmbench(w, "run", suite(w, text=text), "--out", "out")
+    return probe
 
 
 def p_crafted_weights_verify(w):
@@ -239,8 +231,8 @@ PROBES = [
                                                 + '"')),
     ("run: lr = 1e300 (fails its cases)", p_suite("batch_size = 32", "batch_size = 32\n"
                                                                      "lr = 1e300")),
-    ("data: crafted CIFAR-10 batch (folder)", p_crafted_cifar),
-    ("data: crafted CIFAR-10 batch (archive)", p_crafted_cifar_archive),
+    ("data: crafted CIFAR-10 batch (folder)", p_crafted_cifar(False)),
+    ("data: crafted CIFAR-10 batch (archive)", p_crafted_cifar(True)),
     ("weights: crafted file, fid-weights --verify", p_crafted_weights_verify),
     ("weights: crafted inception_weights in a suite", p_crafted_weights_suite),
     ("out: non-empty foreign folder", p_foreign_out([])),
