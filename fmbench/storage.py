@@ -54,7 +54,7 @@ def _host() -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
 
 
-def _umask_mode() -> int:
+def file_mode() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask
@@ -87,7 +87,7 @@ def atomic_write(path: Path | str, write: Callable[[IO[bytes]], object]) -> Path
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, _umask_mode())
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except OSError as e:
         _discard(tmp)
