@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -72,6 +73,8 @@ def cmd_validate(args, console: Console) -> int:
 
 
 def cmd_run(args, console: Console) -> int:
+    from rich.markup import escape
+
     from fmbench.runner import RunError, run_suite, summary_table
     from fmbench.suite import load_suite
 
@@ -79,16 +82,24 @@ def cmd_run(args, console: Console) -> int:
     out = Path(args.out) if args.out else Path("results") / suite.name
     if args.force and not args.resume:
         raise RunError("--force only applies with --resume (it keeps another suite's rows)")
-    df = run_suite(suite, out, resume=args.resume, cache_dir=args.cache_dir,
-                   console=_ERR, overwrite=args.overwrite, force=args.force)
-    console.print(summary_table(df, title=f"{suite.name}: mean ± std over "
-                                          f"{len(suite.seeds)} seed(s)"))
-    console.print(f"results: {out}/results.csv ({len(df)} rows); metadata: {out}/run.json")
+    table = run_suite(suite, out, resume=args.resume, cache_dir=args.cache_dir,
+                      console=_ERR, overwrite=args.overwrite, force=args.force)
+    df = table[table["case_id"].isin({c.case_id for c in suite.cases()})]
+    if (df["status"] == "ok").any():
+        console.print(summary_table(df, title=f"{suite.name}: mean ± std over "
+                                              f"{len(suite.seeds)} seed(s)"))
+    else:
+        console.print(f"[red]{suite.name}: no metric has an ok value[/]")
+    others = len(table) - len(df)
+    console.print(f"results: {out}/results.csv ({len(table)} rows"
+                  + (f", {others} of them from earlier suites kept by --force" if others else "")
+                  + f"); metadata: {out}/run.json", highlight=False)
     failed = df[df["status"] == "failed"]
     if len(failed):
         console.print(f"[red]{failed['case_id'].nunique()} case(s) had failures:[/]")
         for reason, grp in failed.groupby("reason"):
-            console.print(f"  {grp['case_id'].nunique()} case(s): {reason}")
+            console.print(f"  {grp['case_id'].nunique()} case(s): {escape(str(reason))}",
+                          highlight=False)
         return 1
     return 0
 
@@ -264,6 +275,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]: finished cases are saved; rerun with --resume")
         return 130
+    except Exception as e:  # noqa: BLE001 - the last resort: one line, not a traceback
+        if os.environ.get("FMBENCH_DEBUG") == "1":
+            raise
+        err.print(f"[red]error:[/] fmbench failed unexpectedly, a bug: please report it with "
+                  f"this line ({escape(type(e).__name__)}: {escape(str(e))[:300]}); "
+                  "FMBENCH_DEBUG=1 shows the traceback", highlight=False, soft_wrap=True)
+        return 2
     finally:
         logging.getLogger("fmbench").removeHandler(handler)
 

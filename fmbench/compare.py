@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from fmbench.results import SCHEMA_VERSION
+from fmbench.schema import SCHEMA_VERSION, BadRow, parse_row
 
 KEY = ["task", "source", "target", "path", "path_params", "objective", "coupling", "solver",
        "solver_params", "metric"]
@@ -44,90 +44,16 @@ class ResultsError(ValueError):
 
 REQUIRED_COLUMNS = list(dict.fromkeys([*KEY, *DEFINITION, "value", "status", "seed", "schema_version",
                                        "suite", "path_label", "solver_label", "reason"]))
-STATUSES = ("ok", "failed", "not_applicable")
-JSON_COLUMNS = ("path_params", "solver_params", "metric_params")
-INT_COLUMNS = ("schema_version", "seed", "n_eval", "metric_version")
-NON_EMPTY = ("task", "source", "target", "path", "objective", "coupling", "solver", "metric", "suite",
-             "path_label", "solver_label", "status", "higher_is_better", *INT_COLUMNS)
 STRICT_SHOWN = 5  # problems listed in a strict-mode error
 
 
-class _Bad(ValueError):
-    """One malformed cell or row (its message completes 'line N: ...')."""
-
-
-def _int(s: str) -> int:
-    try:
-        return int(s)
-    except ValueError:
-        pass
-    try:
-        f = float(s)
-    except ValueError:
-        f = math.nan
-    if not f.is_integer():
-        raise _Bad("is not an integer")
-    return int(f)
-
-
-def _number(s: str) -> float:
-    if s == "":
-        return math.nan
-    try:
-        return float(s)
-    except ValueError:
-        raise _Bad("is not a number") from None
-
-
-def _bool(s: str) -> bool:
-    if s.strip().lower() not in ("true", "false"):
-        raise _Bad("is not true/false")
-    return s.strip().lower() == "true"
-
-
-def _status(s: str) -> str:
-    if s not in STATUSES:
-        raise _Bad("is not " + "/".join(STATUSES))
-    return s
-
-
-def _json_object(s: str) -> str:
-    if s == "":
-        return "{}"
-    try:
-        doc = json.loads(s)
-    except (ValueError, RecursionError) as e:
-        raise _Bad(f"is not valid JSON ({e})") from None
-    if not isinstance(doc, dict):
-        raise _Bad("is not a JSON object")
-    return s
-
-
-PARSERS = {**{c: _int for c in INT_COLUMNS}, **{c: _json_object for c in JSON_COLUMNS},
-           "value": _number, "higher_is_better": _bool, "status": _status}
-
-
-def _quote(s: str, limit: int = 40) -> str:
-    return repr(s if len(s) <= limit else s[:limit] + "…")
-
-
 def _parse_row(header: list[str], fields: list[str], complete: bool) -> dict:
-    """One CSV record as typed values, or _Bad naming the column and what is wrong."""
+    """One CSV record as typed values, or BadRow naming the column and what is wrong."""
     if len(fields) != len(header):
-        raise _Bad(f"{len(fields)} fields where the header has {len(header)} (cut short?)")
-    row = {}
-    for col, s in zip(header, fields, strict=True):
-        if col in NON_EMPTY and s == "":
-            raise _Bad(f"{col} is empty")
-        try:
-            row[col] = PARSERS[col](s) if col in PARSERS else s
-        except _Bad as e:
-            raise _Bad(f"{col} {_quote(s)} {e}") from None
-    if row["status"] == "ok" and not math.isfinite(row["value"]):
-        raise _Bad(f"value {_quote(fields[header.index('value')])} is not a finite number "
-                   "in an ok row")
+        raise BadRow(f"{len(fields)} fields where the header has {len(header)} (cut short?)")
+    row = parse_row(dict(zip(header, fields, strict=True)))
     if not complete:
-        raise _Bad("the last line has no line end (file cut short?)")
+        raise BadRow("the last line has no line end (file cut short?)")
     return row
 
 
@@ -200,7 +126,7 @@ def load_results(path: str | Path, problems: list[str] | None = None) -> pd.Data
     for i, (line, fields) in enumerate(records):
         try:
             rows.append(_parse_row(header, fields, complete=not (cut and i == len(records) - 1)))
-        except _Bad as e:
+        except BadRow as e:
             bad.append(f"line {line}: {e}")
     _check_versions(csv_path, rows)
     if bad and problems is None:

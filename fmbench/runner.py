@@ -10,12 +10,10 @@ import json
 import logging
 import math
 import os
-import re
 from collections import defaultdict
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from rich.console import Console
@@ -30,21 +28,15 @@ from rich.progress import (
 from rich.table import Table
 
 from fmbench import data as D
+from fmbench.artifacts import case_file_stem, load_model, path_label, save_model, save_samples
 from fmbench.image_tasks import image_sampler, load_split
 from fmbench.metrics import METRICS, EvalContext, NotApplicable, NotApplicableValue, compute
 from fmbench.models import MLP
 from fmbench.paths.couplings import make_coupling
 from fmbench.paths.schedules import GaussianPath
-from fmbench.results import (
-    SCHEMA_VERSION,
-    ResultsSession,
-    RunError,
-    environment,
-    git_commit,
-    summarize,
-)
-from fmbench.solvers import solve
-from fmbench.storage import StorageError, atomic_write, remove_orphans, set_aside
+from fmbench.results import SCHEMA_VERSION, RunError, environment, git_commit, summarize
+from fmbench.session import MAX_DEATHS, ResultsSession
+from fmbench.storage import StorageError, remove_orphans, set_aside
 from fmbench.suite import TRAIN_CODE_VERSION, Case, Suite, Task
 from fmbench.train import CorruptCheckpoint, TrainingFailed, train
 from fmbench.unet import UNet
@@ -60,14 +52,6 @@ def default_cache_dir() -> Path:
 
 def derived_seed(*parts) -> int:
     return int(hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:8], 16)
-
-
-def path_label(path: GaussianPath) -> str:
-    """``name`` plus the parameters that differ from the registered defaults."""
-    defaults = type(path)()
-    diff = {f.name: getattr(path, f.name) for f in fields(path)
-            if getattr(path, f.name) != getattr(defaults, f.name)}
-    return path.name + (f"({','.join(f'{k}={v}' for k, v in diff.items())})" if diff else "")
 
 
 @dataclass
@@ -133,61 +117,7 @@ def build_model(suite: Suite, seed: int, shape: tuple[int, ...]) -> torch.nn.Mod
         return MLP(2, suite.model.width, suite.model.depth, suite.model.activation)
 
 
-STEM_MAX = 120  # file names from task names stay far below any file system's limit (255)
-
-
-def case_file_stem(case: Case) -> str:
-    """A safe file name for a case's samples: sanitised, bounded (long names keep a prefix and
-    a hash), always ending in ``-seed<N>``."""
-    base = re.sub(r"[^A-Za-z0-9_.@=-]+", "_", f"{case.task.name}-{path_label(case.path)}-"
-                  f"{case.solver.label()}").lstrip(".")
-    if len(base) > STEM_MAX:
-        base = f"{base[:STEM_MAX - 13]}-{hashlib.sha256(base.encode()).hexdigest()[:12]}"
-    return f"{base}-seed{case.seed}"
-
-
-def save_samples(folder: Path, case: Case, ctx: EvalContext, samples: torch.Tensor) -> None:
-    """Images: a PNG grid of 64 samples. 2D: samples and 64 trajectories (for report plots)."""
-    stem = case_file_stem(case)
-    if case.task.is_image:
-        save_sample_grid(folder / f"{stem}.png", samples)
-        return
-    with torch.no_grad():
-        traj = solve(ctx.velocity, ctx.x0_eval[:64], case.solver, ctx.path.t_min,
-                     ctx.path.t_max, trajectory=True, n_saved=51).trajectory
-    arrays = {"samples": samples[:2000].numpy(), "trajectories": traj.numpy(),
-              "test": ctx.x1_test[:2000].numpy()}
-    atomic_write(folder / f"{stem}.npz", lambda f: np.savez(f, **arrays))
-
-
-def save_sample_grid(file: Path, samples: torch.Tensor, n: int = 64) -> None:
-    from torchvision.utils import save_image
-
-    grid = (samples[:n].detach().float().cpu().clamp(-1, 1) + 1) / 2
-    nrow = int(math.ceil(math.sqrt(min(n, len(grid)))))
-    atomic_write(file, lambda f: save_image(grid, f, nrow=nrow, format="png"))
-
-
-def save_model(file: Path, model: torch.nn.Module, meta: dict) -> None:
-    state = {"state_dict": model.state_dict(), "meta": meta}
-    atomic_write(file, lambda f: torch.save(state, f))
-
-
-def load_model(file: Path, model: torch.nn.Module) -> dict | None:
-    """Load a cached model; None (and the file set aside) if it is unreadable, e.g. truncated."""
-    try:
-        ckpt = torch.load(file, map_location="cpu", weights_only=True)
-        model.load_state_dict(ckpt["state_dict"])
-        meta = ckpt["meta"]
-        if not isinstance(meta, dict) or "losses" not in meta or "train_time" not in meta:
-            raise ValueError("no training metadata")
-    except Exception as e:  # noqa: BLE001 - any unreadable cache entry is retrained
-        set_aside(file, f"unreadable cached model: {type(e).__name__}: {e}"[:300])
-        return None
-    model.eval()
-    return meta
-
-
+CACHE_ORPHAN_AGE_S = 3600  # the model cache is shared: only temp files older than this go
 def settings_digest(suite: Suite, case: Case) -> str:
     """What else defines a number: task options (as written), model, training, data seed. Rows
     from runs that differ here are 'not comparable' in compare/check (code version excluded)."""
@@ -235,6 +165,8 @@ def evaluate(ctx: EvalContext, names: tuple[str, ...]) -> dict[str, tuple[float,
             for k, v in compute(name, ctx).items():
                 if isinstance(v, NotApplicableValue):
                     out[k] = (float("nan"), "not_applicable", v.reason)
+                elif not math.isfinite(float(v)):
+                    out[k] = (float("nan"), "failed", f"the metric's value is {float(v)}")
                 else:
                     out[k] = (float(v), "ok", "")
         except NotApplicable as e:
@@ -253,7 +185,7 @@ def suite_definition(suite: Suite) -> dict:
 
     doc = {
         "suite": {"name": suite.name, "seeds": list(suite.seeds), "data_seed": suite.data_seed},
-        "task": [{"name": t.name, "source": t.source, "target": t.target, **dict(t.options)}
+        "task": [{"name": t.name, "source": t.source, "target": t.target, **t.opts()}
                  for t in suite.tasks],
         "model": asdict(suite.model), "training": asdict(suite.training),
         "path": [{"name": p.name, **p.params()} for p in suite.paths],
@@ -291,7 +223,7 @@ def run_suite(suite: Suite, out_dir: str | Path, resume: bool = False,
     with ResultsSession.open(out_dir, meta, suite_definition(suite),
                              [c.case_id for c in cases], resume=resume, overwrite=overwrite,
                              force=force) as session:
-        if remove_orphans(cache):
+        if remove_orphans(cache, legacy=True, min_age=CACHE_ORPHAN_AGE_S):
             log.info("removed orphan temporary files of interrupted runs in %s", cache)
         _run_cases(suite, cases, session, cache, console)
         return session.table()
@@ -312,34 +244,50 @@ def _run_cases(suite: Suite, cases: list[Case], session: ResultsSession, cache: 
                                     info="")
         for mcases in by_model.values():
             pending = [c for c in mcases if c.case_id not in done]
-            if not pending:
-                continue
-            first = pending[0]
-            label = f"{first.task.name} {path_label(first.path)} seed {first.seed}"
+            if pending:
+                _run_unit(suite, pending, session, cache, task_cache, progress, overall, console)
+
+
+def _run_unit(suite: Suite, pending: list[Case], session: ResultsSession, cache: Path,
+              task_cache: dict, progress: Progress, overall, console: Console) -> None:
+    """One work unit: a trained model and its pending cases. Any failure fails these cases
+    (recorded with the reason); StorageError and interrupts propagate."""
+    first = pending[0]
+    label = f"{first.task.name} {path_label(first.path)} seed {first.seed}"
+    deaths = session.begin_unit(first.model_key)
+    try:
+        failure = None
+        if deaths >= MAX_DEATHS:
+            failure = (f"the fmbench process died {deaths} times while working on this model "
+                       "(killed for memory? a crash in native code?); --resume retries it")
+        else:
             try:
                 td = task_cache.get(first.task.name) or TaskData.load(first.task)
                 task_cache[first.task.name] = td
                 model, train_meta = _trained_model(suite, first, td, cache, progress, label)
-                sets, failure = eval_sets(suite, td, first.path), None
+                sets = eval_sets(suite, td, first.path)
             except StorageError:
                 raise
             except Exception as e:  # noqa: BLE001 - fails this model's cases, the suite goes on
                 failure = describe(e)
-                console.print(f"[red]failed[/] {label}: {failure}", highlight=False)
+        if failure is not None:
+            console.print(f"[red]failed[/] {label}: {failure}", highlight=False)
+        else:
+            session.store.write_losses(first.model_key, {
+                "task": first.task.name, "path_label": path_label(first.path),
+                "seed": first.seed, "losses": train_meta["losses"]})
+        model_cache: dict = {}
+        for case in pending:
+            progress.update(overall, info=f"{label} {case.solver.label()}")
+            if failure is not None:
+                values = {n: (float("nan"), "failed", failure) for n in suite.metrics.names}
             else:
-                session.store.write_losses(first.model_key, {
-                    "task": first.task.name, "path_label": path_label(first.path),
-                    "seed": first.seed, "losses": train_meta["losses"]})
-            model_cache: dict = {}
-            for case in pending:
-                progress.update(overall, info=f"{label} {case.solver.label()}")
-                if failure is not None:
-                    values = {n: (float("nan"), "failed", failure) for n in suite.metrics.names}
-                else:
-                    values = _evaluate_case(suite, case, model, train_meta, td, sets, cache,
-                                            model_cache, session.store.dir / "samples")
-                session.record(case.case_id, case_rows(suite, case, values))
-                progress.advance(overall)
+                values = _evaluate_case(suite, case, model, train_meta, td, sets, cache,
+                                        model_cache, session.store.dir / "samples")
+            session.record(case.case_id, case_rows(suite, case, values))
+            progress.advance(overall)
+    finally:
+        session.end_unit(first.model_key)
 
 
 def _trained_model(suite: Suite, first: Case, td: TaskData, cache: Path, progress: Progress,

@@ -8,10 +8,10 @@ target. Readers see the old file or the new one, never half of one; on any excep
 file is removed. A process killed with ``kill -9`` cannot remove it: :func:`remove_orphans` does,
 at the start of the next run, for temporary files whose writer (same host, that pid) is gone.
 
-A write that fails because of the machine — disk full, quota, read-only file system, no
-permission, I/O error — raises :class:`StorageError`: a failure of the run, not of a case (the
-runner stops with one message, exit code 2, and ``--resume`` continues once it is fixed). Any
-other ``OSError`` (a file name too long, say) stays an ordinary error that fails one case.
+A write that fails — disk full, quota, read-only file system, no permission, a folder where a
+file should be — raises :class:`StorageError`: a failure of the run, not of a case (the runner
+stops with one message naming the path, exit code 2, and ``--resume`` continues once it is
+fixed). fmbench's own file names are bounded and sanitised, so no case can fail every write.
 
 :func:`set_aside` renames a corrupt file to ``<name>.corrupt-<UTC time>`` so that it is kept for
 inspection and recomputed, never fatal. :class:`FolderLock` is an exclusive ``flock`` on
@@ -29,14 +29,13 @@ import os
 import re
 import secrets
 import socket
+import stat
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-# errors of the machine rather than of one case: the run stops and says what to fix
-RUN_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
 LOCK_NAME = ".fmbench.lock"
 log = logging.getLogger("fmbench")
 ORPHAN_AGE_S = 24 * 3600  # temporary files of other hosts (shared file systems) older than this
@@ -55,18 +54,22 @@ def _host() -> str:
 
 
 def file_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
+    """The permissions a new file gets under the current umask (0o644 under 022)."""
+    try:  # Linux: read it without changing it (os.umask would, for a moment, for every thread)
+        with open("/proc/self/status") as f:
+            mask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0)
+        os.umask(mask)
     return 0o666 & ~mask
 
 
-def storage_error(path: Path | str, e: OSError) -> StorageError | OSError:
-    """A StorageError for the machine's errors (see RUN_ERRNOS); the OSError itself otherwise."""
-    if e.errno not in RUN_ERRNOS:
-        return e
-    name = errno.errorcode.get(e.errno, str(e.errno))
+def storage_error(path: Path | str, e: OSError) -> StorageError:
+    """The run cannot write ``path``: one message saying what to fix (the OSError as cause)."""
+    name = errno.errorcode.get(e.errno, str(e.errno)) if e.errno else type(e).__name__
     hint = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space",
-            errno.EROFS: "choose a writable folder"}.get(e.errno, "check the permissions")
+            errno.EROFS: "choose a writable folder", errno.EACCES: "check the permissions",
+            errno.EPERM: "check the permissions"}.get(e.errno, "check that path")
     return StorageError(f"cannot write {path}: {e.strerror or e} ({name}); {hint}, then "
                         "rerun with --resume: finished cases are kept")
 
@@ -109,7 +112,7 @@ def _discard(tmp: Path) -> None:
         pass
 
 
-_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d{1,10})\.[0-9a-f]{8}\.tmp$")
 # names of the temporary files earlier fmbench versions wrote (no host in them)
 _LEGACY_TEMP = re.compile(r"^\..+(\.\d+\.tmp(\.npz|\.png)?|\.[A-Za-z0-9_]{8}\.tmp)$")
 
@@ -117,39 +120,49 @@ _LEGACY_TEMP = re.compile(r"^\..+(\.\d+\.tmp(\.npz|\.png)?|\.[A-Za-z0-9_]{8}\.tm
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError, ValueError):
         return False
     except PermissionError:
         return True
     return True
 
 
-def is_orphan(file: Path, legacy: bool) -> bool:
+def is_temp_name(name: str) -> bool:
+    """A temporary file name of fmbench's (this version's or an older one's)."""
+    return bool(_TEMP.match(name) or _LEGACY_TEMP.match(name))
+
+
+def is_orphan(file: Path, legacy: bool, min_age: float = 0.0) -> bool:
     """A temporary file whose writer is gone: same host and a dead pid, or another host's file
-    older than ORPHAN_AGE_S; ``legacy`` also counts the older fmbench temp names (only safe where
-    no other live writer can be, i.e. inside a locked folder)."""
+    older than ORPHAN_AGE_S. ``legacy`` also counts the older fmbench temp names (safe only where
+    no other live writer can be: inside a locked folder, or with a ``min_age``). Files younger
+    than ``min_age`` seconds are kept (a shared cache: processes in other pid namespaces may
+    share the host name)."""
+    try:
+        age = time.time() - file.stat().st_mtime
+    except OSError:
+        return False
+    if age < min_age:
+        return False
     m = _TEMP.match(file.name)
     if m is None:
         return legacy and bool(_LEGACY_TEMP.match(file.name))
     if m["host"] == _host():
         return int(m["pid"]) != os.getpid() and not _pid_alive(int(m["pid"]))
-    try:
-        return time.time() - file.stat().st_mtime > ORPHAN_AGE_S
-    except OSError:
-        return False
+    return age > ORPHAN_AGE_S
 
 
-def remove_orphans(folder: Path | str, legacy: bool = False) -> list[Path]:
+def remove_orphans(folder: Path | str, legacy: bool = False, min_age: float = 0.0) -> list[Path]:
     """Remove orphan temporary files anywhere under ``folder``; returns what was removed."""
     folder = Path(folder)
-    removed = []
+    removed: list[Path] = []
     if not folder.is_dir():
         return removed
     for root, _, names in os.walk(folder):  # never follows symlinked folders
         for name in names:
             file = Path(root) / name
             if not name.startswith(".") or "tmp" not in name or file.is_symlink() \
-                    or not is_orphan(file, legacy):
+                    or not is_orphan(file, legacy, min_age):
                 continue
             try:
                 file.unlink()
@@ -190,9 +203,12 @@ class FolderLock:
     def acquire(self) -> FolderLock:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as e:
+            fd = os.open(self.file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        except OSError as e:  # ELOOP: the lock file is a symbolic link (never followed)
             raise storage_error(self.file, e) from e
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise StorageError(f"{self.file} is not a regular file; remove it")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

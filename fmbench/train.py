@@ -87,14 +87,38 @@ CHECKPOINT_KEYS = ("model", "optimizer", "ema", "generator", "torch_rng", "step"
                    "losses", "coupling_time", "train_time")
 
 
-def _load_checkpoint(file: Path, device: torch.device) -> dict:
+def _load_checkpoint(file: Path, device: torch.device, steps: int) -> dict:
     try:
         state = torch.load(file, map_location=device, weights_only=True)
+    except (MemoryError, torch.OutOfMemoryError):
+        raise  # the machine's trouble, not the file's: keep it
     except Exception as e:  # noqa: BLE001 - truncated or foreign: any failure means unusable
         raise CorruptCheckpoint(file, f"unreadable ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict) or set(CHECKPOINT_KEYS) - set(state):
         raise CorruptCheckpoint(file, "not a training checkpoint of this fmbench")
+    why = _bad_fields(state, steps)
+    if why:
+        raise CorruptCheckpoint(file, why)
     return state
+
+
+def _bad_fields(state: dict, steps: int) -> str:
+    def number(x) -> bool:
+        return isinstance(x, int | float) and not isinstance(x, bool)
+
+    if not (isinstance(state["step"], int) and 0 <= state["step"] <= steps):
+        return f"step {state['step']!r} is not in [0, {steps}]"
+    if not (state["first_loss"] is None or number(state["first_loss"])):
+        return "first_loss is not a number"
+    if not all(isinstance(x, list | tuple) and len(x) == 2 and all(map(number, x))
+               for x in state["losses"]):
+        return "losses is not a list of (step, loss) pairs"
+    running = state.get("running_loss", (0.0, 0))
+    if not (isinstance(running, list | tuple) and len(running) == 2 and all(map(number, running))):
+        return "running_loss is not a (sum, count) pair"
+    if not (number(state["coupling_time"]) and number(state["train_time"])):
+        return "its times are not numbers"
+    return ""
 
 
 def train(model, path, coupling, sample_source, sample_target, cfg, seed, on_step=None,
@@ -138,7 +162,7 @@ def _train(
     running, count = 0.0, 0  # the loss mean of the log interval in progress
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt is not None and ckpt.exists():
-        state = _load_checkpoint(ckpt, device)
+        state = _load_checkpoint(ckpt, device, cfg.steps)
         try:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])

@@ -1,6 +1,6 @@
 """Hostile and broken inputs through the real command line: one line per probe with the exit
 code, whether a traceback was printed, whether a planted payload ran, and the first line of
-the message. Run: ``python scripts/probe_inputs.py`` (about two minutes on 2 CPU cores).
+the message. Run: ``python scripts/probe_inputs.py`` (about five minutes on 2 CPU cores).
 
 Every probe runs in a fresh temporary folder with its own model cache. Expected: suites and
 unusable inputs → exit 2 with one message; failures inside cases → exit 1 with the suite done;

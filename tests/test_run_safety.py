@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pandas as pd
 import pytest
@@ -212,11 +213,16 @@ def test_orphan_temp_files_are_removed_at_start(tmp_path):
     pid = _dead_pid()
     orphans = [out / "cases" / f".abc.json.{_host()}.{pid}.0123abcd.tmp",
                out / ".results.csv.k2j4h5g6.tmp",  # an older fmbench's mkstemp name
-               cache / "models" / f".m.pt.{_host()}.{pid}.0123abcd.tmp"]
-    for p in orphans:
+               cache / "models" / f".m.pt.{_host()}.{pid}.0123abcd.tmp",
+               cache / "models" / ".old.pt.4242.tmp"]
+    young = cache / "models" / f".n.pt.{_host()}.{pid}.0123abcd.tmp"  # shared cache: kept
+    for p in [*orphans, young]:
         p.write_bytes(b"x" * 1000)
+    hours_ago = time.time() - 2 * 3600
+    for p in orphans[2:]:
+        os.utime(p, (hours_ago, hours_ago))
     run_suite(load_suite(f), out, cache_dir=cache, resume=True)
-    assert not any(p.exists() for p in orphans)
+    assert not any(p.exists() for p in orphans) and young.exists()
 
 
 # ----------------------------------------------------------------- failures inside a case
@@ -326,7 +332,7 @@ def test_concurrent_runs_on_one_folder_compute_once(tmp_path):
                               text=True) for _ in range(2)]
     codes = sorted(p.wait(timeout=300) for p in procs)
     errs = " ".join(p.stderr.read() for p in procs)
-    assert codes in ([0, 2], [2, 2]) and ("in use" in errs or "already holds" in errs)
+    assert codes == [0, 2] and ("in use" in errs or "already holds" in errs), errs
     assert not pd.read_csv(tmp_path / "out" / "results.csv").duplicated(
         ["case_id", "metric"]).any()
 
@@ -392,3 +398,206 @@ def test_kill_9_during_training_resumes_from_the_checkpoint(tmp_path, reference)
     ref_losses = [json.loads(p.read_text())["losses"]
                   for p in (tmp_path / "ref" / "losses").glob("*.json")]
     assert sorted(map(str, losses)) == sorted(map(str, ref_losses))
+
+
+# ----------------------------------------------------------------- review reproductions
+def test_symlinked_subfolders_are_refused_and_their_targets_untouched(tmp_path, capsys):
+    out, f = tmp_path / "out", _suite(tmp_path)
+    run_suite(load_suite(f), out)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "photo.png").write_bytes(b"precious")
+    (elsewhere / "0123456789abcdef.json").write_text("{}")
+    for sub in ("report", "losses"):
+        if (out / sub).exists():
+            import shutil
+
+            shutil.rmtree(out / sub)
+        (out / sub).symlink_to(elsewhere)
+        for extra in (["--overwrite"], ["--resume"]):
+            assert main(["run", str(f), "--out", str(out), *extra]) == 2
+            assert "symbolic link" in capsys.readouterr().err
+        (out / sub).unlink()
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["0123456789abcdef.json", "photo.png"]
+
+
+def test_symlinked_lock_file_is_never_followed(tmp_path, capsys):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / LOCK_NAME).symlink_to(victim)
+    assert main(["run", str(_suite(tmp_path)), "--out", str(out)]) == 2
+    assert victim.read_text() == "mine"
+    (out / LOCK_NAME).unlink()
+    (out / LOCK_NAME).symlink_to(tmp_path / "dangling")
+    assert main(["run", str(_suite(tmp_path)), "--out", str(out)]) == 2
+    assert not (tmp_path / "dangling").exists()
+
+
+def test_a_temp_name_with_an_absurd_pid_is_harmless(tmp_path):
+    from fmbench.storage import _host
+
+    out, f = tmp_path / "out", _suite(tmp_path)
+    run_suite(load_suite(f), out)
+    next((out / "cases").glob("*.json")).unlink()
+    odd = out / "cases" / f".x.json.{_host()}.{'9' * 23}.deadbeef.tmp"
+    odd.write_text("x")
+    big = out / f".y.json.{_host()}.9999999999.deadbeef.tmp"  # pid beyond any kernel's range
+    big.write_text("x")
+    df = run_suite(load_suite(f), out, resume=True)
+    assert (df.status == "ok").all() and not big.exists()
+
+
+def test_folder_left_with_only_a_lock_and_temp_files_is_usable(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / LOCK_NAME).write_text("")
+    (out / ".run.json.somehost.1.0123abcd.tmp").write_text("{")
+    assert ResultStore(out).kind() == "empty"
+    assert main(["run", str(_suite(tmp_path)), "--out", str(out)]) == 0
+
+
+def test_definition_resolves_data_roots(tmp_path):
+    """Two copies of one suite with a relative data root in different folders define different
+    numbers (other data): resume must compare resolved roots, like the model cache key does."""
+    text = textwrap.dedent("""
+        [suite]
+        name = "img"
+        [[task]]
+        target = "npz"
+        root = "data/train.npz"
+        [model]
+        kind = "unet"
+        preset = "tiny"
+        [[path]]
+        name = "icfm"
+        [[solver]]
+        name = "euler"
+        nfe = 2
+        [metrics]
+        names = ["nfe"]
+    """)
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        d.mkdir()
+        (d / "s.toml").write_text(text)
+    da, db = (runner.suite_definition(load_suite(d / "s.toml")) for d in (a, b))
+    from fmbench.session import definition_diff
+
+    diff = definition_diff(da, db)
+    assert any(line.startswith("task[0].root:") for line in diff), diff
+    assert runner.suite_definition(load_suite(a / "s.toml")) == da  # stable
+
+
+def test_cases_of_other_training_code_are_refused_on_resume(tmp_path, monkeypatch, capsys):
+    out, f = tmp_path / "out", _suite(tmp_path)
+    run_suite(load_suite(f), out)
+    import fmbench.suite as S
+
+    monkeypatch.setattr(S, "TRAIN_CODE_VERSION", "another-version")
+    monkeypatch.setattr(runner, "TRAIN_CODE_VERSION", "another-version")
+    assert main(["run", str(f), "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "code.training" in err and "another version of fmbench" in err
+    meta = json.loads((out / "run.json").read_text())
+    del meta["definition"]  # a run.json of an older fmbench: the case ids still tell
+    (out / "run.json").write_text(json.dumps(meta))
+    assert main(["run", str(f), "--out", str(out), "--resume"]) == 2
+    assert "not cases of this suite" in capsys.readouterr().err
+
+
+def test_malformed_value_in_a_case_file_is_set_aside(tmp_path, reference):
+    out, f = tmp_path / "out", _suite(tmp_path)
+    run_suite(load_suite(f), out)
+    victim = sorted((out / "cases").glob("*.json"))[0]
+    doc = json.loads(victim.read_text())
+    doc["rows"][0]["value"] = "abc"
+    victim.write_text(json.dumps(doc))
+    assert main(["run", str(f), "--out", str(out), "--resume"]) == 0
+    assert _values(pd.read_csv(out / "results.csv")) == _values(reference)
+    assert _corrupt_files(out)[0].startswith(victim.name)
+
+
+def test_case_files_of_a_newer_fmbench_are_refused(tmp_path, capsys):
+    out, f = tmp_path / "out", _suite(tmp_path)
+    run_suite(load_suite(f), out)
+    victim = sorted((out / "cases").glob("*.json"))[0]
+    doc = json.loads(victim.read_text())
+    doc["schema_version"] = 99
+    victim.write_text(json.dumps(doc))
+    assert main(["run", str(f), "--out", str(out), "--resume"]) == 2
+    assert "newer fmbench" in capsys.readouterr().err and victim.exists()
+
+
+@pytest.mark.parametrize("damage", ["out_under_a_file", "losses_is_a_file", "case_is_a_folder",
+                                    "sessions_not_a_list"])
+def test_odd_folder_states_are_one_message(tmp_path, capsys, damage):
+    out, f = tmp_path / "out", _suite(tmp_path)
+    run_suite(load_suite(f), out)
+    target, resume = out, ["--resume"]
+    if damage == "out_under_a_file":
+        target, resume = tmp_path / "s.toml" / "x", []
+    elif damage == "losses_is_a_file":
+        import shutil
+
+        shutil.rmtree(out / "losses")
+        (out / "losses").write_text("not a folder")
+    elif damage == "case_is_a_folder":
+        (out / "cases" / "0123456789abcdef.json").mkdir()
+    else:
+        meta = json.loads((out / "run.json").read_text())
+        meta["sessions"] = 5
+        (out / "run.json").write_text(json.dumps(meta))
+    code = main(["run", str(f), "--out", str(target), *resume])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "a bug" not in err
+    if damage == "sessions_not_a_list":  # corrupt run.json: set aside, the run goes on
+        assert code == 0 and "set aside" in err
+    else:
+        assert code == 2 and len(err.strip().splitlines()) <= 3, err
+
+
+def test_non_finite_metric_values_are_failures(tmp_path, monkeypatch):
+    import fmbench.metrics as M
+
+    monkeypatch.setitem(M._COMPUTE, "w2", lambda ctx: {"w2": float("inf"), "w2_floor": 1.0})
+    df = run_suite(load_suite(_suite(tmp_path)), tmp_path / "out")
+    w2 = df[df.metric == "w2"]
+    assert (w2.status == "failed").all() and w2.reason.str.contains("inf").all()
+    assert main(["check", str(tmp_path / "out"), "--baseline", str(tmp_path / "out")]) == 0
+
+
+DIE_IN_TRAINING = textwrap.dedent("""
+    import os, sys
+    import fmbench.train as T
+
+    real = T._train
+    def die(model, path, *a, **k):
+        if path.name == "otcfm":
+            os.kill(os.getpid(), 9)  # as the out-of-memory killer would
+        return real(model, path, *a, **k)
+    T._train = die
+    from fmbench.cli import main
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def test_a_model_that_kills_the_process_is_failed_after_two_deaths(tmp_path):
+    f, out = _suite(tmp_path), tmp_path / "out"
+    env = {**os.environ, "FMBENCH_CACHE": str(tmp_path / "cache")}
+
+    def attempt(*extra):
+        return subprocess.run([sys.executable, "-c", DIE_IN_TRAINING, "run", str(f), "--out",
+                               str(out), *extra], env=env, capture_output=True, text=True,
+                              timeout=300)
+
+    assert attempt().returncode == -signal.SIGKILL
+    assert attempt("--resume").returncode == -signal.SIGKILL
+    last = attempt("--resume")
+    assert last.returncode == 1, last.stderr
+    df = pd.read_csv(out / "results.csv")
+    bad = df[df.path == "otcfm"]
+    assert (bad.status == "failed").all() and bad.reason.str.contains("died 2 times").all()
+    assert (df[df.path == "icfm"].status == "ok").all()
+    assert not list((out / "inflight").glob("*.json"))

@@ -58,6 +58,13 @@ def test_unreadable_checkpoint_is_reported_not_loaded(tmp_path):
     torch.save({"step": 3}, ckpt)
     with pytest.raises(CorruptCheckpoint, match="not a training checkpoint"):
         _run(tmp_path, CFG, ckpt=ckpt)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, CFG, ckpt=tmp_path / "good.pt", stop_at=12)
+    good = torch.load(tmp_path / "good.pt", weights_only=True)
+    for key, bad in (("step", 10**9), ("running_loss", "x"), ("losses", [[1]])):
+        torch.save({**good, key: bad}, ckpt)
+        with pytest.raises(CorruptCheckpoint, match=key):
+            _run(tmp_path, CFG, ckpt=ckpt)
 
 
 class DropoutMLP(torch.nn.Module):

@@ -1,0 +1,86 @@
+"""Artifacts of a case and a model: sample files in the results folder, trained models in the
+model cache. Names are derived from the case, sanitised and bounded; writes are atomic
+(:mod:`fmbench.storage`); a cached model that cannot be loaded is set aside and retrained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fmbench.metrics import EvalContext
+from fmbench.paths.schedules import GaussianPath
+from fmbench.solvers import solve
+from fmbench.storage import atomic_write, set_aside
+from fmbench.suite import Case
+
+
+def path_label(path: GaussianPath) -> str:
+    """``name`` plus the parameters that differ from the registered defaults."""
+    defaults = type(path)()
+    diff = {f.name: getattr(path, f.name) for f in fields(path)
+            if getattr(path, f.name) != getattr(defaults, f.name)}
+    return path.name + (f"({','.join(f'{k}={v}' for k, v in diff.items())})" if diff else "")
+
+
+STEM_MAX = 120  # file names from task names stay far below any file system's limit (255)
+
+
+def case_file_stem(case: Case) -> str:
+    """A safe file name for a case's samples: sanitised, bounded (long names keep a prefix and
+    a hash), always ending in ``-seed<N>``."""
+    base = re.sub(r"[^A-Za-z0-9_.@=-]+", "_", f"{case.task.name}-{path_label(case.path)}-"
+                  f"{case.solver.label()}").lstrip(".")
+    if len(base) > STEM_MAX:
+        base = f"{base[:STEM_MAX - 13]}-{hashlib.sha256(base.encode()).hexdigest()[:12]}"
+    return f"{base}-seed{case.seed}"
+
+
+def save_samples(folder: Path, case: Case, ctx: EvalContext, samples: torch.Tensor) -> None:
+    """Images: a PNG grid of 64 samples. 2D: samples and 64 trajectories (for report plots)."""
+    stem = case_file_stem(case)
+    if case.task.is_image:
+        save_sample_grid(folder / f"{stem}.png", samples)
+        return
+    with torch.no_grad():
+        traj = solve(ctx.velocity, ctx.x0_eval[:64], case.solver, ctx.path.t_min,
+                     ctx.path.t_max, trajectory=True, n_saved=51).trajectory
+    arrays = {"samples": samples[:2000].numpy(), "trajectories": traj.numpy(),
+              "test": ctx.x1_test[:2000].numpy()}
+    atomic_write(folder / f"{stem}.npz", lambda f: np.savez(f, **arrays))
+
+
+def save_sample_grid(file: Path, samples: torch.Tensor, n: int = 64) -> None:
+    from torchvision.utils import save_image
+
+    grid = (samples[:n].detach().float().cpu().clamp(-1, 1) + 1) / 2
+    nrow = int(math.ceil(math.sqrt(min(n, len(grid)))))
+    atomic_write(file, lambda f: save_image(grid, f, nrow=nrow, format="png"))
+
+
+def save_model(file: Path, model: torch.nn.Module, meta: dict) -> None:
+    state = {"state_dict": model.state_dict(), "meta": meta}
+    atomic_write(file, lambda f: torch.save(state, f))
+
+
+def load_model(file: Path, model: torch.nn.Module) -> dict | None:
+    """Load a cached model; None (and the file set aside) if it is unreadable, e.g. truncated."""
+    try:
+        ckpt = torch.load(file, map_location="cpu", weights_only=True)
+        model.load_state_dict(ckpt["state_dict"])
+        meta = ckpt["meta"]
+        if not isinstance(meta, dict) or "losses" not in meta or "train_time" not in meta:
+            raise ValueError("no training metadata")
+    except (MemoryError, torch.OutOfMemoryError):
+        raise  # the machine's trouble, not the file's: keep it
+    except Exception as e:  # noqa: BLE001 - any unreadable cache entry is retrained
+        set_aside(file, f"unreadable cached model: {type(e).__name__}: {e}"[:300])
+        return None
+    model.eval()
+    return meta
