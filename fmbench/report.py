@@ -30,6 +30,7 @@ import pandas as pd
 
 from fmbench.compare import ResultsError, load_results, md_escape, read_run_json
 from fmbench.results import ResultStore, atomic_write_text, summarize
+from fmbench.storage import atomic_write
 
 NOT_RANKED = {"w2_floor", "fid_floor", "kid_std", "nfe", "train_time", "sample_time",
               "coupling_time"}
@@ -141,13 +142,13 @@ def _footer(fig, meta: dict, df: pd.DataFrame) -> None:
 
 
 def _save(fig, folder: Path, name: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.png"
-    fig.savefig(path, dpi=110, bbox_inches="tight")
     import matplotlib.pyplot as plt
 
-    plt.close(fig)
-    return path
+    try:
+        return atomic_write(folder / f"{name}.png",
+                            lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
 
 
 def _nfe_of(df: pd.DataFrame) -> pd.Series:
