@@ -15,8 +15,8 @@ and verifies the 2048-d features against that module.
 Safety: a weights file is data and never runs code. fmbench reads it itself with
 ``torch.load(weights_only=True)`` (tensors and plain containers only), checks it is a state dict with
 the keys and shapes of torch-fidelity's Inception, and loads it into a module that torch-fidelity
-built without reading any file; torch-fidelity's own ``torch.load(weights_only=False)`` never sees
-the user's file.
+built without reading any file: torch-fidelity's own unrestricted loader never sees the user's
+file.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ _TORCH_LOAD_ADVICE = ("Weights only load failed", "Please file an issue", "Check
 
 
 def _load_failure(e: Exception) -> str:
-    """What a failed ``torch.load`` found, without torch's advice to retry with weights_only=False."""
+    """What a failed ``torch.load`` found, without torch's advice to retry with an unrestricted load."""
     lines = [ln.strip() for ln in str(e).splitlines()]
     found = " ".join(ln for ln in lines if ln and not ln.startswith(_TORCH_LOAD_ADVICE))
     return f"{type(e).__name__}: {found[:300] or 'no details'}"

@@ -19,7 +19,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -138,6 +138,91 @@ def train(model, path, coupling, sample_source, sample_target, cfg, seed, on_ste
                       checkpoint, dev)
 
 
+@dataclass
+class _Log:
+    """Training bookkeeping carried through checkpoints: steps done, the loss curve (means over
+    ``log_every`` steps, with the interval in progress), the first loss (divergence test) and the
+    wall times so far."""
+
+    step: int = 0
+    first: float | None = None
+    losses: list = field(default_factory=list)
+    running: float = 0.0
+    count: int = 0
+    coupling_time: float = 0.0
+    elapsed: float = 0.0
+
+    def observe(self, step: int, value: float, cfg: TrainConfig) -> None:
+        """Record a step's loss; TrainingFailed when it is non-finite or diverging."""
+        if self.first is None:
+            self.first = value
+        if not math.isfinite(value):
+            raise TrainingFailed(f"loss became {value} at step {step}")
+        if value > cfg.divergence_factor * max(self.first, 1e-12):
+            raise TrainingFailed(f"loss diverged to {value:.3g} at step {step} "
+                                 f"(first {self.first:.3g})")
+        self.step = step
+        self.running += value
+        self.count += 1
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            self.losses.append((step, self.running / self.count))
+            self.running, self.count = 0.0, 0
+
+    def state(self) -> dict:
+        return {"step": self.step, "first_loss": self.first, "losses": self.losses,
+                "running_loss": (self.running, self.count),
+                "coupling_time": self.coupling_time, "train_time": self.elapsed}
+
+    @classmethod
+    def from_state(cls, state: dict) -> _Log:
+        running, count = state.get("running_loss", (0.0, 0))
+        return cls(state["step"], state["first_loss"], [tuple(x) for x in state["losses"]],
+                   running, count, state["coupling_time"], state["train_time"])
+
+
+def _restore(ckpt: Path, model, opt, ema, gen: torch.Generator, device: torch.device,
+             cfg: TrainConfig) -> _Log:
+    """Load a checkpoint into model, optimiser, EMA and RNGs; CorruptCheckpoint when it cannot."""
+    state = _load_checkpoint(ckpt, device, cfg.steps)
+    try:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        gen.set_state(state["generator"].cpu())
+        torch.set_rng_state(state["torch_rng"].cpu())
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        raise CorruptCheckpoint(ckpt, f"does not fit this model ({e})") from None
+    if device.type == "cuda" and "cuda_rng" in state:
+        torch.cuda.set_rng_state(state["cuda_rng"].cpu())
+    return _Log.from_state(state)
+
+
+def _loss(forward, path: GaussianPath, coupling: Coupling, sample_source, sample_target,
+          cfg: TrainConfig, gen: torch.Generator, device: torch.device, log: _Log
+          ) -> torch.Tensor:
+    """One batch: draw, pair (timed into ``log``), interpolate, regress."""
+    x0 = sample_source(cfg.batch_size, gen)
+    x1 = sample_target(cfg.batch_size, gen)
+    c0 = time.perf_counter()
+    x0, x1 = coupling.pair(x0, x1, gen)
+    log.coupling_time += time.perf_counter() - c0
+    t = path.sample_t(cfg.batch_size, gen)
+    eps = torch.randn(x1.shape, generator=gen) if path.needs_eps else None
+    xt, ut = path.interpolate(x0, x1, t, eps)
+    target = path.regression_target(x0, ut).to(device)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
+        out = forward(xt.to(device), t.to(xt.dtype).to(device))
+    return (out.float() - target).pow(2).mean()
+
+
+def _warm_up(opt: torch.optim.Optimizer, cfg: TrainConfig, step: int) -> None:
+    """Linear learning-rate warm-up over ``warmup_steps``."""
+    if cfg.warmup_steps:
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * min(1.0, step / cfg.warmup_steps)
+
+
 def _train(
     model: torch.nn.Module,
     path: GaussianPath,
@@ -155,66 +240,26 @@ def _train(
     gen = torch.Generator().manual_seed(seed)
     opt = make_optimizer(model.parameters(), cfg)
     ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema_decay > 0 else None
-    losses: list[tuple[int, float]] = []
-    first: float | None = None
-    coupling_time = elapsed = 0.0
-    start_step = 0
-    running, count = 0.0, 0  # the loss mean of the log interval in progress
     ckpt = Path(checkpoint) if checkpoint else None
-    if ckpt is not None and ckpt.exists():
-        state = _load_checkpoint(ckpt, device, cfg.steps)
-        try:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            if ema is not None:
-                ema.load_state_dict(state["ema"])
-            gen.set_state(state["generator"].cpu())
-            torch.set_rng_state(state["torch_rng"].cpu())
-        except (RuntimeError, ValueError, KeyError, TypeError) as e:
-            raise CorruptCheckpoint(ckpt, f"does not fit this model ({e})") from None
-        if cuda and "cuda_rng" in state:
-            torch.cuda.set_rng_state(state["cuda_rng"].cpu())
-        start_step, first = state["step"], state["first_loss"]
-        losses = [tuple(x) for x in state["losses"]]
-        coupling_time, elapsed = state["coupling_time"], state["train_time"]
-        running, count = state.get("running_loss", (0.0, 0))
+    log = _restore(ckpt, model, opt, ema, gen, device, cfg) if ckpt and ckpt.exists() else _Log()
 
-    def snapshot(step: int) -> dict:
-        return {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                "ema": ema.state_dict() if ema is not None else {}, "generator": gen.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                **({"cuda_rng": torch.cuda.get_rng_state()} if cuda else {}),
-                "step": step, "first_loss": first, "losses": losses,
-                "running_loss": (running, count),
-                "coupling_time": coupling_time, "train_time": elapsed}
+    def save(elapsed: float) -> None:
+        _save_checkpoint(ckpt, {
+            "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "ema": ema.state_dict() if ema is not None else {}, "generator": gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            **({"cuda_rng": torch.cuda.get_rng_state()} if cuda else {}),
+            **log.state(), "train_time": elapsed})
 
     forward = torch.compile(model) if (cfg.compile and cuda) else model
     model.train()
-    t_start = time.perf_counter()
-    t_last = t_start
-    for step in range(start_step + 1, cfg.steps + 1):
-        if cfg.warmup_steps:
-            for group in opt.param_groups:
-                group["lr"] = cfg.lr * min(1.0, step / cfg.warmup_steps)
-        x0 = sample_source(cfg.batch_size, gen)
-        x1 = sample_target(cfg.batch_size, gen)
-        c0 = time.perf_counter()
-        x0, x1 = coupling.pair(x0, x1, gen)
-        coupling_time += time.perf_counter() - c0
-        t = path.sample_t(cfg.batch_size, gen)
-        eps = torch.randn(x1.shape, generator=gen) if path.needs_eps else None
-        xt, ut = path.interpolate(x0, x1, t, eps)
-        target = path.regression_target(x0, ut).to(device)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and cuda):
-            out = forward(xt.to(device), t.to(xt.dtype).to(device))
-        loss = (out.float() - target).pow(2).mean()
+    t_start = t_last = time.perf_counter()
+    for step in range(log.step + 1, cfg.steps + 1):
+        _warm_up(opt, cfg, step)
+        loss = _loss(forward, path, coupling, sample_source, sample_target, cfg, gen, device,
+                     log)
         value = loss.item()
-        if first is None:
-            first = value
-        if not math.isfinite(value):
-            raise TrainingFailed(f"loss became {value} at step {step}")
-        if value > cfg.divergence_factor * max(first, 1e-12):
-            raise TrainingFailed(f"loss diverged to {value:.3g} at step {step} (first {first:.3g})")
+        log.observe(step, value, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -222,26 +267,18 @@ def _train(
         opt.step()
         if ema is not None:
             ema_update(ema, model, cfg.ema_decay)
-        running += value
-        count += 1
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            losses.append((step, running / count))
-            running, count = 0.0, 0
         now = time.perf_counter()
-        rate = cfg.batch_size / max(now - t_last, 1e-9)
-        t_last = now
+        rate, t_last = cfg.batch_size / max(now - t_last, 1e-9), now
         if ckpt is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-            elapsed_now = elapsed + (now - t_start)
-            state = snapshot(step)
-            state["train_time"] = elapsed_now
-            _save_checkpoint(ckpt, state)
+            save(log.elapsed + (now - t_start))
         if on_step is not None:
             on_step(step, value, rate)
-    elapsed += time.perf_counter() - t_start
+    log.elapsed += time.perf_counter() - t_start
     if ckpt is not None:
-        _save_checkpoint(ckpt, snapshot(cfg.steps))
+        log.step = cfg.steps
+        save(log.elapsed)
     if ema is not None:
         model.load_state_dict(ema.state_dict())
     model.eval()
-    return {"losses": losses, "train_time": elapsed, "coupling_time": coupling_time,
-            "steps": cfg.steps, "ema_decay": cfg.ema_decay}
+    return {"losses": log.losses, "train_time": log.elapsed,
+            "coupling_time": log.coupling_time, "steps": cfg.steps, "ema_decay": cfg.ema_decay}
