@@ -8,8 +8,10 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
@@ -18,7 +20,12 @@ from fmbench.metrics import EvalContext
 from fmbench.paths.schedules import GaussianPath
 from fmbench.solvers import solve
 from fmbench.storage import atomic_write, set_aside
-from fmbench.suite import Case
+from fmbench.train import MACHINE_ERRORS
+
+if TYPE_CHECKING:
+    from fmbench.suite import Case
+
+T = TypeVar("T")
 
 
 def path_label(path: GaussianPath) -> str:
@@ -69,18 +76,31 @@ def save_model(file: Path, model: torch.nn.Module, meta: dict) -> None:
     atomic_write(file, lambda f: torch.save(state, f))
 
 
+def load_cached(file: Path, load: Callable[[Path], T], what: str) -> T | None:
+    """``load(file)``, or None with the file set aside when it is unreadable (truncated,
+    foreign, malformed: recomputed by the caller). Errors of the machine (out of memory)
+    propagate and leave the file in place."""
+    try:
+        return load(file)
+    except MACHINE_ERRORS:
+        raise
+    except Exception as e:  # noqa: BLE001 - any other failure means the file is unusable
+        set_aside(file, f"unreadable {what}: {type(e).__name__}: {e}"[:300])
+        return None
+
+
 def load_model(file: Path, model: torch.nn.Module) -> dict | None:
     """Load a cached model; None (and the file set aside) if it is unreadable, e.g. truncated."""
-    try:
-        ckpt = torch.load(file, map_location="cpu", weights_only=True)
+
+    def load(f: Path) -> dict:
+        ckpt = torch.load(f, map_location="cpu", weights_only=True)
         model.load_state_dict(ckpt["state_dict"])
         meta = ckpt["meta"]
         if not isinstance(meta, dict) or "losses" not in meta or "train_time" not in meta:
             raise ValueError("no training metadata")
-    except (MemoryError, torch.OutOfMemoryError):
-        raise  # the machine's trouble, not the file's: keep it
-    except Exception as e:  # noqa: BLE001 - any unreadable cache entry is retrained
-        set_aside(file, f"unreadable cached model: {type(e).__name__}: {e}"[:300])
-        return None
-    model.eval()
+        return meta
+
+    meta = load_cached(file, load, "cached model")
+    if meta is not None:
+        model.eval()
     return meta

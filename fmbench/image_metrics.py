@@ -23,11 +23,12 @@ import numpy as np
 import torch
 
 from fmbench import fid as F
+from fmbench.artifacts import load_cached
 from fmbench.image_data import to_uint8
 from fmbench.likelihood import bits_per_dim
 from fmbench.metrics import METRICS, EvalContext, MetricDef, NotApplicable, NotApplicableValue, metric
 from fmbench.solvers import SolverSpec
-from fmbench.storage import atomic_write, set_aside
+from fmbench.storage import atomic_write
 
 FID_SETTINGS = ("n_eval", "fid_ref_n", "feature_extractor")
 KID_SETTINGS = (*FID_SETTINGS, "kid_subset_size")
@@ -119,15 +120,15 @@ def cached_features(ctx: EvalContext, split: str, n: int) -> torch.Tensor:
 
 def _read_features(file: Path, n: int) -> torch.Tensor | None:
     """Cached features, or None (the file set aside) when it is unreadable or the wrong size."""
-    try:
-        with np.load(file, allow_pickle=False) as z:
+
+    def load(f: Path) -> torch.Tensor:
+        with np.load(f, allow_pickle=False) as z:
             feats = torch.from_numpy(np.asarray(z["features"], dtype=np.float32))
         if feats.dim() != 2 or len(feats) != n or not torch.isfinite(feats).all():
             raise ValueError(f"features of shape {tuple(feats.shape)}, expected {n} finite rows")
-    except Exception as e:  # noqa: BLE001 - truncated or foreign: recomputed
-        set_aside(file, f"unreadable feature cache: {type(e).__name__}: {e}"[:300])
-        return None
-    return feats
+        return feats
+
+    return load_cached(file, load, "feature cache")
 
 
 def generated_features(ctx: EvalContext) -> torch.Tensor:

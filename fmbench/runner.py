@@ -40,6 +40,7 @@ from fmbench.storage import StorageError, remove_orphans, set_aside
 from fmbench.suite import TRAIN_CODE_VERSION, Case, Suite, Task
 from fmbench.train import CorruptCheckpoint, TrainingFailed, train
 from fmbench.unet import UNet
+from fmbench.validation import one_line
 
 __all__ = ["RunError", "StorageError", "run_suite", "summary_table"]
 
@@ -152,8 +153,7 @@ def case_rows(suite: Suite, case: Case, values: dict[str, tuple[float, str, str]
 
 def describe(e: BaseException, limit: int = 500) -> str:
     """One line saying what went wrong (the reason stored on a failed row)."""
-    text = " ".join(f"{type(e).__name__}: {e}".split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return one_line(f"{type(e).__name__}: {e}", limit)
 
 
 def evaluate(ctx: EvalContext, names: tuple[str, ...]) -> dict[str, tuple[float, str, str]]:

@@ -33,6 +33,10 @@ class TrainingFailed(RuntimeError):
     """Training produced a non-finite or diverging loss."""
 
 
+# loading a file can fail for the machine's reasons rather than the file's: such a file is kept
+MACHINE_ERRORS = (MemoryError, torch.OutOfMemoryError)
+
+
 class CorruptCheckpoint(RuntimeError):
     """A checkpoint file exists but cannot be loaded (truncated, from other code); the caller
     sets it aside and trains from scratch with a fresh model."""
@@ -90,8 +94,8 @@ CHECKPOINT_KEYS = ("model", "optimizer", "ema", "generator", "torch_rng", "step"
 def _load_checkpoint(file: Path, device: torch.device, steps: int) -> dict:
     try:
         state = torch.load(file, map_location=device, weights_only=True)
-    except (MemoryError, torch.OutOfMemoryError):
-        raise  # the machine's trouble, not the file's: keep it
+    except MACHINE_ERRORS:
+        raise
     except Exception as e:  # noqa: BLE001 - truncated or foreign: any failure means unusable
         raise CorruptCheckpoint(file, f"unreadable ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict) or set(CHECKPOINT_KEYS) - set(state):

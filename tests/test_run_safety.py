@@ -601,3 +601,25 @@ def test_a_model_that_kills_the_process_is_failed_after_two_deaths(tmp_path):
     assert (bad.status == "failed").all() and bad.reason.str.contains("died 2 times").all()
     assert (df[df.path == "icfm"].status == "ok").all()
     assert not list((out / "inflight").glob("*.json"))
+
+
+def test_unreadable_cache_entries_are_set_aside_but_machine_errors_keep_them(tmp_path):
+    from fmbench.artifacts import load_cached
+    from fmbench.image_metrics import _read_features
+
+    f = tmp_path / "feats.npz"
+    import numpy as np
+
+    np.savez(f, features=np.ones((4, 3), dtype=np.float32))
+    assert _read_features(f, 4).shape == (4, 3)
+    assert _read_features(f, 5) is None and not f.exists()  # wrong size: set aside
+    f.write_bytes(b"PK\x03\x04 cut")
+
+    def out_of_memory(path):
+        raise MemoryError("no memory")
+
+    with pytest.raises(MemoryError):
+        load_cached(f, out_of_memory, "feature cache")
+    assert f.exists()  # the machine's trouble: the file stays
+    assert _read_features(f, 4) is None and not f.exists()
+    assert len(_corrupt_files(tmp_path)) == 2
