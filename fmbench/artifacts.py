@@ -13,17 +13,14 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-import numpy as np
 import torch
 
-from fmbench.metrics import EvalContext
 from fmbench.paths.schedules import GaussianPath
-from fmbench.solvers import solve
 from fmbench.storage import atomic_write, set_aside
 from fmbench.train import MACHINE_ERRORS
 
 if TYPE_CHECKING:
-    from fmbench.suite import Case
+    from fmbench.plan import Case
 
 T = TypeVar("T")
 
@@ -47,20 +44,6 @@ def case_file_stem(case: Case) -> str:
     if len(base) > STEM_MAX:
         base = f"{base[:STEM_MAX - 13]}-{hashlib.sha256(base.encode()).hexdigest()[:12]}"
     return f"{base}-seed{case.seed}"
-
-
-def save_samples(folder: Path, case: Case, ctx: EvalContext, samples: torch.Tensor) -> None:
-    """Images: a PNG grid of 64 samples. 2D: samples and 64 trajectories (for report plots)."""
-    stem = case_file_stem(case)
-    if case.task.is_image:
-        save_sample_grid(folder / f"{stem}.png", samples)
-        return
-    with torch.no_grad():
-        traj = solve(ctx.velocity, ctx.x0_eval[:64], case.solver, ctx.path.t_min,
-                     ctx.path.t_max, trajectory=True, n_saved=51).trajectory
-    arrays = {"samples": samples[:2000].numpy(), "trajectories": traj.numpy(),
-              "test": ctx.x1_test[:2000].numpy()}
-    atomic_write(folder / f"{stem}.npz", lambda f: np.savez(f, **arrays))
 
 
 def save_sample_grid(file: Path, samples: torch.Tensor, n: int = 64) -> None:

@@ -83,7 +83,8 @@ def cmd_run(args, console: Console) -> int:
     if args.force and not args.resume:
         raise RunError("--force only applies with --resume (it keeps another suite's rows)")
     table = run_suite(suite, out, resume=args.resume, cache_dir=args.cache_dir,
-                      console=_ERR, overwrite=args.overwrite, force=args.force)
+                      console=_ERR, overwrite=args.overwrite, force=args.force,
+                      executor=_executor(args, suite))
     df = table[table["case_id"].isin({c.case_id for c in suite.cases()})]
     if (df["status"] == "ok").any():
         console.print(summary_table(df, title=f"{suite.name}: mean ± std over "
@@ -102,6 +103,21 @@ def cmd_run(args, console: Console) -> int:
                           highlight=False)
         return 1
     return 0
+
+
+def _executor(args, suite):
+    """The executor: --executor (else the suite's [executor] table, else local) with the
+    suite's options for it and the command line's on top."""
+    from fmbench.executors import make_executor
+
+    name = args.executor or suite.executor.name
+    options = suite.executor.options if name == suite.executor.name else None
+    return make_executor(name, options, workers=args.workers, address=args.ray_address,
+                         partition=args.partition, timeout_min=args.timeout_min,
+                         array_parallelism=args.array_parallelism,
+                         gpus_per_node=(int(args.gpus_per_unit) if name == "slurm" and
+                                        args.gpus_per_unit is not None else None),
+                         num_gpus=args.gpus_per_unit if name == "ray" else None)
 
 
 def cmd_fid_weights(args, console: Console) -> int:
@@ -203,7 +219,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --resume: continue a folder started by another suite or other "
                         "settings, keeping the earlier rows in the table beside the new ones")
     r.add_argument("--cache-dir", help="trained-model cache (default $FMBENCH_CACHE or "
-                                       "~/.cache/fmbench)")
+                                       "~/.cache/fmbench); shared safely by runs and workers")
+    ex = r.add_argument_group("where work units run (default: the suite's [executor] table, "
+                              "else local)")
+    ex.add_argument("--executor", choices=("local", "slurm", "ray"),
+                    help="local: this machine; slurm: a submitit job array; ray: Ray tasks")
+    ex.add_argument("--workers", type=int, metavar="N",
+                    help="local: worker processes (default: one per GPU, else one per core, "
+                         "or $FMBENCH_WORKERS; 1 = in this process)")
+    ex.add_argument("--partition", help="slurm: partition")
+    ex.add_argument("--timeout-min", type=int, metavar="MIN",
+                    help="slurm: time limit per unit (a unit past it requeues and resumes)")
+    ex.add_argument("--array-parallelism", type=int, metavar="N",
+                    help="slurm: array elements running at once")
+    ex.add_argument("--gpus-per-unit", type=float, metavar="G",
+                    help="slurm/ray: GPUs per work unit")
+    ex.add_argument("--ray-address", metavar="ADDR",
+                    help="ray: join this cluster (e.g. auto); default: start a local one")
     v = sub.add_parser("validate", help="check a suite file and show its grid")
     v.add_argument("suite")
     fw = sub.add_parser("fid-weights", help="build torch-fidelity's Inception weights offline "

@@ -26,7 +26,16 @@ from fmbench import fid as F
 from fmbench.artifacts import load_cached
 from fmbench.image_data import to_uint8
 from fmbench.likelihood import bits_per_dim
-from fmbench.metrics import METRICS, EvalContext, MetricDef, NotApplicable, NotApplicableValue, metric
+from fmbench.metrics import (
+    METRICS,
+    MetricDef,
+    NotApplicable,
+    NotApplicableValue,
+    Reference,
+    Scoring,
+    metric,
+)
+from fmbench.plan import digest
 from fmbench.solvers import SolverSpec
 from fmbench.storage import atomic_write
 
@@ -40,24 +49,17 @@ for _name, _desc, _settings in [
 ]:
     METRICS.register(_name)(MetricDef(_name, "", False, _desc, settings=_settings))
 
-_EXTRACTORS: dict[tuple, torch.nn.Module] = {}
+_EXTRACTORS: dict[tuple, torch.nn.Module] = {}  # per process: each network is loaded once
 
 
-def _image_ctx(ctx: EvalContext) -> dict:
-    if not ctx.extras.get("is_image"):
-        raise NotApplicable("image metric on a non-image task")
-    return ctx.extras
-
-
-def extractor(ctx: EvalContext) -> torch.nn.Module:
-    ex = _image_ctx(ctx)
-    m = ex["metrics"]
-    key = (m.feature_extractor, m.inception_weights, str(ex["device"]))
+def extractor(s: Scoring) -> torch.nn.Module:
+    m = s.settings
+    key = (m.feature_extractor, m.inception_weights, str(s.device))
     if key not in _EXTRACTORS:
         feature = ("2048" if m.feature_extractor == F.INCEPTION_EXTRACTOR
                    else _default_feature(m.feature_extractor))
         _EXTRACTORS[key] = F.make_extractor(m.feature_extractor, m.inception_weights or None,
-                                            feature=feature).to(ex["device"])
+                                            feature=feature).to(s.device)
     return _EXTRACTORS[key]
 
 
@@ -87,35 +89,27 @@ def _weights_id(m) -> str:
     return _WEIGHT_DIGESTS[key]
 
 
-def feature_batch(ctx: EvalContext) -> int:
+def feature_batch(s: Scoring) -> int:
     """Images per feature-extractor call: metrics.feature_batch, or (0) 16 on CPU (Inception's
     CPU throughput falls from ~14 to ~7 images/s between batch 16 and 128: benchmarks/image_costs.py)
     and 64 on GPU. An execution setting only: the features depend on it by float rounding at most."""
-    ex = _image_ctx(ctx)
-    fb = ex["metrics"].feature_batch
-    return fb or (16 if torch.device(ex["device"]).type == "cpu" else 64)
+    return s.settings.feature_batch or (16 if torch.device(s.device).type == "cpu" else 64)
 
 
-def cached_features(ctx: EvalContext, split: str, n: int) -> torch.Tensor:
+def cached_features(s: Scoring, split: str, n: int) -> torch.Tensor:
     """Features of the first n images of a split, cached on disk (atomic writes)."""
-    ex = _image_ctx(ctx)
-    images = ex["train_images"] if split == "train" else ex["test_images_fid"]
+    x = s.images()
+    images = x.train_images if split == "train" else x.test_images
     n = min(n or len(images), len(images))
-    task = ex["task"]
-    ident = json.dumps({"target": task.target, "options": task.opts(), "split": split, "n": n,
-                        "extractor": _weights_id(ex["metrics"])}, sort_keys=True, default=str)
-    digest = hashlib.sha256(ident.encode()).hexdigest()[:12]
-    file = Path(ex["cache_dir"]) / "features" / f"{task.target}-{split}-{n}-{digest}.npz"
-    mem = ctx.cache.setdefault("features", {})
-    if file.name in mem:
-        return mem[file.name]
+    ident = json.dumps({"target": x.target, "options": x.options, "split": split, "n": n,
+                        "extractor": _weights_id(s.settings)}, sort_keys=True, default=str)
+    file = Path(s.cache_dir) / "features" / f"{x.target}-{split}-{n}-{digest(ident, 12)}.npz"
     feats = _read_features(file, n) if file.exists() else None
     if feats is None:
-        feats = F.extract_features(extractor(ctx), images[:n], feature_batch(ctx))
+        feats = F.extract_features(extractor(s), images[:n], feature_batch(s))
         arrays = {"features": feats.float().numpy(), "ident": np.array(ident)}
         atomic_write(file, lambda f: np.savez(f, **arrays))
-    mem[file.name] = feats.double()
-    return mem[file.name]
+    return feats.double()
 
 
 def _read_features(file: Path, n: int) -> torch.Tensor | None:
@@ -131,60 +125,71 @@ def _read_features(file: Path, n: int) -> torch.Tensor | None:
     return load_cached(file, load, "feature cache")
 
 
-def generated_features(ctx: EvalContext) -> torch.Tensor:
-    if "gen_features" not in ctx.local:
-        ctx.local["gen_features"] = F.extract_features(
-            extractor(ctx), to_uint8(ctx.samples()).cpu(), feature_batch(ctx))
-    return ctx.local["gen_features"]
+def _fid_floor(s: Scoring) -> float:
+    test = cached_features(s, "test", s.settings.n_eval)
+    return F.fid_from_statistics(F.statistics(test), s.get(REFERENCE_STATISTICS))
+
+
+TRAIN_FEATURES = Reference("FID reference features",
+                           lambda s: cached_features(s, "train", s.settings.fid_ref_n))
+REFERENCE_STATISTICS = Reference("FID reference statistics",
+                                 lambda s: F.statistics(s.get(TRAIN_FEATURES)))
+FID_FLOOR = Reference("fid_floor", _fid_floor)
+GENERATED_FEATURES = Reference(
+    "features of the generated images",
+    lambda s: F.extract_features(extractor(s), to_uint8(s.samples()).cpu(), feature_batch(s)),
+    per_case=True)
 
 
 @metric("fid", "", False, "FID against the training split (with fid_floor), n_eval samples",
         FID_SETTINGS)
-def _fid(ctx: EvalContext) -> dict[str, float]:
-    m = _image_ctx(ctx)["metrics"]
-    ref = F.statistics(cached_features(ctx, "train", m.fid_ref_n))
-    gen = F.fid_from_statistics(F.statistics(generated_features(ctx)), ref)
-    n_test = len(_image_ctx(ctx)["test_images_fid"])
-    if n_test < m.n_eval:  # a floor at another sample count would mislead (FID is biased in n)
+def _fid(s: Scoring) -> dict[str, float]:
+    x = s.images()
+    ref = s.get(REFERENCE_STATISTICS)
+    gen = F.fid_from_statistics(F.statistics(s.get(GENERATED_FEATURES)), ref)
+    n_test = len(x.test_images)
+    if n_test < s.settings.n_eval:  # a floor at another sample count would mislead (FID is biased in n)
         return {"fid": gen, "fid_floor": NotApplicableValue(
-            f"the test split has {n_test} images, fewer than n_eval = {m.n_eval}")}
-    if "fid_floor" not in ctx.cache:
-        test = cached_features(ctx, "test", m.n_eval)
-        ctx.cache["fid_floor"] = F.fid_from_statistics(F.statistics(test), ref)
-    return {"fid": gen, "fid_floor": ctx.cache["fid_floor"]}
+            f"the test split has {n_test} images, fewer than n_eval = {s.settings.n_eval}")}
+    return {"fid": gen, "fid_floor": s.get(FID_FLOOR)}
 
 
 @metric("kid", "", False, "KID against the training split (with kid_std)", KID_SETTINGS)
-def _kid(ctx: EvalContext) -> dict[str, float]:
-    m = _image_ctx(ctx)["metrics"]
-    gen = generated_features(ctx)
-    ref = cached_features(ctx, "train", m.fid_ref_n)
-    size = min(m.kid_subset_size, len(gen), len(ref))
+def _kid(s: Scoring) -> dict[str, float]:
+    s.images()
+    gen = s.get(GENERATED_FEATURES)
+    ref = s.get(TRAIN_FEATURES)
+    size = min(s.settings.kid_subset_size, len(gen), len(ref))
     mean, std = F.kid_from_features(gen, ref, subsets=100, subset_size=size)
     return {"kid": mean, "kid_std": std}
 
 
-@metric("bpd", "bits/dim", False, "negative log-likelihood of test images in bits per dimension",
-        BPD_SETTINGS)
-def _bpd(ctx: EvalContext) -> dict[str, float]:
-    ex = _image_ctx(ctx)
-    if not ctx.gaussian_source:
-        raise NotApplicable("bits/dim needs a Gaussian source density")
-    if "bpd" in ctx.cache:  # independent of the sampling solver: once per model
-        return {"bpd": ctx.cache["bpd"]}
-    m = ex["metrics"]
-    pixels = ex["test_images_fid"][: m.bpd_n]
+def _bits_per_dim(s: Scoring) -> float:
+    """bits/dim of the first bpd_n test images: independent of the sampling solver, so one
+    value per model (a per-model reference)."""
+    m = s.settings
+    pixels = s.images().test_images[: m.bpd_n]
     spec = SolverSpec("dopri5", rtol=m.bpd_rtol, atol=m.bpd_rtol)
     g = torch.Generator().manual_seed(0)
-    out, nfe = [], 0
+    out = []
     for i in range(0, len(pixels), m.eval_batch):
-        bpd, n = bits_per_dim(ctx.velocity, pixels[i:i + m.eval_batch].to(ex["device"]),
-                              ctx.path.source_log_prob, spec, m.bpd_k, ctx.path.t_min,
-                              ctx.path.t_max, m.bpd_probes, generator=g)
+        bpd, _ = bits_per_dim(s.field, pixels[i:i + m.eval_batch].to(s.device),
+                              s.path.source_log_prob, spec, m.bpd_k, s.path.t_min,
+                              s.path.t_max, m.bpd_probes, generator=g)
         out.append(bpd.cpu())
-        nfe += n
     value = torch.cat(out)
     if not torch.isfinite(value).all():
         raise FloatingPointError("bits/dim is not finite")
-    ctx.cache["bpd"] = float(value.mean())
-    return {"bpd": ctx.cache["bpd"]}
+    return float(value.mean())
+
+
+BITS_PER_DIM = Reference("bits/dim", _bits_per_dim)
+
+
+@metric("bpd", "bits/dim", False, "negative log-likelihood of test images in bits per dimension",
+        BPD_SETTINGS, uses_samples=False)
+def _bpd(s: Scoring) -> dict[str, float]:
+    s.images()
+    if not s.gaussian_source:
+        raise NotApplicable("bits/dim needs a Gaussian source density")
+    return {"bpd": s.get(BITS_PER_DIM)}

@@ -1,4 +1,6 @@
-"""Metrics. Each declares its name, unit and direction and computes from an :class:`EvalContext`.
+"""Metrics: the score stage. Each declares its name, unit and direction and computes its values
+from a :class:`Scoring` (typed inputs: the case's generation, the task's evaluation inputs, lazily
+computed per-model references); :func:`fmbench.score.score_case` runs them.
 
 Definitions (see DESIGN.md):
 - ``w2``: exact W2 (POT ``emd2``, squared Euclidean ground cost, then sqrt) between generated samples
@@ -11,6 +13,8 @@ Definitions (see DESIGN.md):
 - ``npe``: Tong et al.'s normalised path energy |PE − W2²(q0, q1)| / W2²(q0, q1) with
   PE = E ∫ ‖v(x_t, t)‖² dt integrated along the learned flow by the case's solver from n_eval source
   points, and W2² the exact OT cost between those source points and the held-out target points.
+  PE is integrated alongside the state in a solve of its own (adding the energy to the samples'
+  solve would change an adaptive solver's steps, hence the samples).
 - ``nfe``: calls of the vector field while sampling (counted).
 - ``solver_mse``: mean per-element squared error between the samples and a reference solve from the
   same noise (RK4, ``reference_steps`` steps, default 1000; on the first ``solver_mse_n`` noise
@@ -22,19 +26,24 @@ Definitions (see DESIGN.md):
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Generic, TypeVar
 
 import numpy as np
 import ot
 import torch
 
+from fmbench.generate import Field, Generation, solve_chunks
 from fmbench.likelihood import log_prob_continuous
 from fmbench.paths.schedules import GaussianPath
 from fmbench.registry import Registry
-from fmbench.solvers import SolveResult, SolverSpec, solve
+from fmbench.solvers import SolverSpec, solve
+from fmbench.tasks import ImageInputs, PointInputs
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,32 @@ class MetricDef:
     description: str
     version: int = 1
     settings: tuple[str, ...] = ()  # MetricsConfig fields that define the value (stored per row)
+    uses_samples: bool = True  # needs the case's generated samples (the generate stage runs)
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """The suite's ``[metrics]`` table: which metrics, and the settings that define them."""
+
+    names: tuple[str, ...] = ("w2", "npe", "nfe", "sample_time", "train_time")
+    n_eval: int = 1000
+    reference_steps: int = 1000
+    solver_mse_n: int = 0  # noise samples for solver_mse (0 = n_eval)
+    eval_batch: int = 1000
+    feature_batch: int = 0  # images per Inception call (0 = 16 on CPU, 64 on GPU)
+    fid_ref_n: int = 0  # training images for FID reference statistics (0 = the whole split)
+    feature_extractor: str = "inception-v3-compat"
+    inception_weights: str = ""
+    kid_subset_size: int = 1000
+    bpd_n: int = 1000
+    bpd_k: int = 1
+    bpd_probes: int = 1
+    bpd_rtol: float = 1e-5
+
+
+# lower bounds of the integer settings (others: >= 0; floats: > 0); suite.py binds with them
+METRICS_LO = {"n_eval": 2, "reference_steps": 1, "eval_batch": 1, "kid_subset_size": 1,
+              "bpd_n": 1, "bpd_k": 1, "bpd_probes": 1}
 
 
 class NotApplicable(Exception):
@@ -59,18 +94,19 @@ class NotApplicableValue:
 
 
 METRICS: Registry[MetricDef] = Registry("metric")
-_COMPUTE: dict[str, Callable[[EvalContext], dict[str, float]]] = {}
+_COMPUTE: dict[str, Callable[[Scoring], dict[str, float]]] = {}
 
 
 def metric(name: str, unit: str, higher_is_better: bool, description: str,
-           settings: tuple[str, ...] = ()):
-    """Register a metric; the function returns {output name: value}. Extra outputs (w2_floor, …)
-    are registered on their own with their unit and direction. ``settings`` names the suite
-    [metrics] fields that define the value; each result row stores them."""
+           settings: tuple[str, ...] = (), uses_samples: bool = True):
+    """Register a metric; the function takes a :class:`Scoring` and returns {output name: value}.
+    Extra outputs (w2_floor, …) are registered on their own with their unit and direction.
+    ``settings`` names the suite [metrics] fields that define the value (each result row stores
+    them); ``uses_samples`` says whether it reads the case's generated samples."""
 
     def deco(fn):
         METRICS.register(name)(MetricDef(name, unit, higher_is_better, description,
-                                         settings=settings))
+                                         settings=settings, uses_samples=uses_samples))
         _COMPUTE[name] = fn
         return fn
 
@@ -79,8 +115,8 @@ def metric(name: str, unit: str, higher_is_better: bool, description: str,
 
 def w2_exact(x: torch.Tensor, y: torch.Tensor) -> float:
     """Exact 2-Wasserstein distance between two empirical measures with uniform weights."""
-    a = x.reshape(x.shape[0], -1).double().numpy()
-    b = y.reshape(y.shape[0], -1).double().numpy()
+    a = x.reshape(x.shape[0], -1).double().cpu().numpy()
+    b = y.reshape(y.shape[0], -1).double().cpu().numpy()
     cost = ot.dist(a, b)  # squared Euclidean
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -92,73 +128,63 @@ def w2_exact(x: torch.Tensor, y: torch.Tensor) -> float:
     return math.sqrt(max(float(w), 0.0))
 
 
+class Reference(Generic[T]):
+    """A value derived from the model or the task and shared by a work unit's cases (the
+    solver-MSE reference solve, a floor, …), computed on first use: ``scoring.get(REF)``.
+    ``per_case`` references (features of the generated samples) are shared by the metrics of
+    one case only."""
+
+    def __init__(self, name: str, compute: Callable[[Scoring], T], per_case: bool = False):
+        self.name, self.compute, self.per_case = name, compute, per_case
+
+    def __repr__(self) -> str:
+        return f"Reference({self.name})"
+
+
 @dataclass
-class EvalContext:
-    """Everything a metric may need for one case (model × solver × seed); solves are shared."""
+class Scoring:
+    """What the metrics of one case receive: the case's generation, the task's evaluation inputs,
+    the field, the training record and the metric settings. Per-model references are memoised in
+    ``shared`` (one dict per work unit, keyed by :class:`Reference` objects)."""
 
     path: GaussianPath
-    model: torch.nn.Module
     spec: SolverSpec
-    x0_eval: torch.Tensor  # source points for generation (n_eval)
-    x1_test: torch.Tensor  # held-out target points (n_eval)
-    x1_floor: torch.Tensor  # independent second target draw (n_eval)
+    field: Field
+    generation: Generation
+    inputs: PointInputs | ImageInputs
+    settings: MetricsConfig
     gaussian_source: bool
-    train_meta: dict
-    reference_steps: int = 1000
-    solver_mse_n: int = 0  # 0 = all of x0_eval
-    eval_batch: int = 1_000_000
-    cache: dict = field(default_factory=dict)  # per-model cache shared across solver cases
-    local: dict = field(default_factory=dict)  # this case's own solves
-    extras: dict = field(default_factory=dict)  # image tasks: data, metric settings, device
+    train_time: float = float("nan")
+    coupling_time: float = float("nan")
+    device: torch.device = torch.device("cpu")
+    cache_dir: Path | None = None
+    shared: dict[Reference, object] = field(default_factory=dict)
+    _own: dict[Reference, object] = field(default_factory=dict)
 
-    def _solve_chunks(self, x0: torch.Tensor, spec: SolverSpec) -> tuple[torch.Tensor, float]:
-        """Solve in chunks of eval_batch; returns (final states, mean NFE per chunk)."""
-        ys, nfes = [], []
-        for i in range(0, len(x0), self.eval_batch):
-            with torch.no_grad():
-                res = solve(self.velocity, x0[i:i + self.eval_batch], spec, self.path.t_min,
-                            self.path.t_max)
-            ys.append(res.y)
-            nfes.append(res.nfe)
-        return torch.cat(ys), sum(nfes) / len(nfes)
-
-    def velocity(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        tv = t.to(torch.float64).expand(x.shape[0])
-        return self.path.to_velocity(self.model(x, tv.to(x.dtype)), x, tv)
-
-    def generate(self) -> tuple[SolveResult, float]:
-        if "gen" not in self.local:
-            start = time.perf_counter()
-            try:
-                y, nfe = self._solve_chunks(self.x0_eval, self.spec)
-            except Exception as e:  # remembered: every metric of this case fails the same way
-                self.local["gen"] = e
-                raise
-            self.local["gen"] = (SolveResult(y, nfe), time.perf_counter() - start)
-        if isinstance(self.local["gen"], Exception):
-            raise self.local["gen"]
-        return self.local["gen"]
+    def get(self, ref: Reference[T]) -> T:
+        memo = self._own if ref.per_case else self.shared
+        if ref not in memo:
+            memo[ref] = ref.compute(self)
+        return memo[ref]  # type: ignore[return-value]
 
     def samples(self) -> torch.Tensor:
-        y = self.generate()[0].y
-        if not torch.isfinite(y).all():
-            raise FloatingPointError("generated samples contain NaN or inf")
-        return y
+        return self.generation.finite_samples()
+
+    def points(self, what: str) -> PointInputs:
+        """The low-dimensional inputs; NotApplicable on an image task."""
+        if not isinstance(self.inputs, PointInputs):
+            raise NotApplicable(f"{what} is a low-dimensional metric")
+        return self.inputs
+
+    def images(self) -> ImageInputs:
+        if not isinstance(self.inputs, ImageInputs):
+            raise NotApplicable("image metric on a non-image task")
+        return self.inputs
 
     @property
     def n_mse(self) -> int:
-        return min(self.solver_mse_n or len(self.x0_eval), len(self.x0_eval))
-
-    def reference(self) -> torch.Tensor:
-        """RK4 solve with reference_steps steps from the first n_mse noise samples."""
-        if "reference" not in self.cache:
-            spec = SolverSpec("rk4", steps=self.reference_steps)
-            self.cache["reference"] = self._solve_chunks(self.x0_eval[: self.n_mse], spec)[0]
-        return self.cache["reference"]
-
-    def not_for_images(self, what: str) -> None:
-        if self.extras.get("is_image"):
-            raise NotApplicable(f"{what} is a low-dimensional metric")
+        n = len(self.inputs.x0)
+        return min(self.settings.solver_mse_n or n, n)
 
 
 def computable_metrics() -> list[str]:
@@ -166,9 +192,14 @@ def computable_metrics() -> list[str]:
     return sorted(_COMPUTE)
 
 
-def compute(name: str, ctx: EvalContext) -> dict[str, float]:
+def compute(name: str, s: Scoring) -> dict[str, float]:
     METRICS.get(name)
-    return _COMPUTE[name](ctx)
+    return _COMPUTE[name](s)
+
+
+def uses_samples(names: tuple[str, ...]) -> bool:
+    """Whether any of the metrics reads generated samples (else the generate stage is skipped)."""
+    return any(METRICS.get(n).uses_samples for n in names)
 
 
 METRICS.register("w2_floor")(MetricDef(
@@ -178,53 +209,77 @@ METRICS.register("w2_floor")(MetricDef(
 ))
 
 
+def _w2_floor(s: Scoring) -> float:
+    x = s.points("w2")
+    return w2_exact(x.x1_test, x.x1_floor)
+
+
+def _w2sq_source_target(s: Scoring) -> float:
+    x = s.points("npe")
+    return w2_exact(x.x0, x.x1_test) ** 2
+
+
+def _reference_solve(s: Scoring) -> torch.Tensor:
+    """RK4 with ``reference_steps`` steps from the first n_mse source points."""
+    spec = SolverSpec("rk4", steps=s.settings.reference_steps)
+    return solve_chunks(s.field, s.inputs.x0[: s.n_mse], spec, s.path, s.settings.eval_batch)[0]
+
+
+W2_FLOOR = Reference("w2_floor", _w2_floor)
+W2SQ_SOURCE_TARGET = Reference("w2sq_source_target", _w2sq_source_target)
+REFERENCE_SOLVE = Reference("solver_mse reference solve", _reference_solve)
+
+
 @metric("w2", "", False, "exact W2 between generated and held-out samples (with w2_floor)",
         ("n_eval",))
-def _w2(ctx: EvalContext) -> dict[str, float]:
-    ctx.not_for_images("w2")
-    if "w2_floor" not in ctx.cache:
-        ctx.cache["w2_floor"] = w2_exact(ctx.x1_test, ctx.x1_floor)
-    return {"w2": w2_exact(ctx.samples(), ctx.x1_test), "w2_floor": ctx.cache["w2_floor"]}
+def _w2(s: Scoring) -> dict[str, float]:
+    x = s.points("w2")
+    return {"w2": w2_exact(s.samples(), x.x1_test), "w2_floor": s.get(W2_FLOOR)}
 
 
 @metric("nfe", "evals", False, "vector-field evaluations used to generate samples")
-def _nfe(ctx: EvalContext) -> dict[str, float]:
-    return {"nfe": float(ctx.generate()[0].nfe)}
+def _nfe(s: Scoring) -> dict[str, float]:
+    return {"nfe": float(s.generation.check().nfe)}
 
 
 @metric("sample_time", "s", False, "wall time to generate n_eval samples")
-def _sample_time(ctx: EvalContext) -> dict[str, float]:
-    return {"sample_time": ctx.generate()[1]}
+def _sample_time(s: Scoring) -> dict[str, float]:
+    return {"sample_time": s.generation.check().seconds}
 
 
-@metric("train_time", "s", False, "wall time of training (from the model cache if reused)")
-def _train_time(ctx: EvalContext) -> dict[str, float]:
-    return {"train_time": float(ctx.train_meta["train_time"])}
+@metric("train_time", "s", False, "wall time of training (from the model cache if reused)",
+        uses_samples=False)
+def _train_time(s: Scoring) -> dict[str, float]:
+    return {"train_time": float(s.train_time)}
 
 
-@metric("coupling_time", "s", False, "wall time spent computing couplings during training")
-def _coupling_time(ctx: EvalContext) -> dict[str, float]:
-    return {"coupling_time": float(ctx.train_meta["coupling_time"])}
+@metric("coupling_time", "s", False, "wall time spent computing couplings during training",
+        uses_samples=False)
+def _coupling_time(s: Scoring) -> dict[str, float]:
+    return {"coupling_time": float(s.coupling_time)}
 
 
-@metric("solver_mse", "", False, "mean squared error against a 1000-step RK4 solve, same noise",
+@metric("solver_mse", "", False,
+        "mean squared error against a reference RK4 solve (reference_steps steps), same noise",
         ("n_eval", "reference_steps", "solver_mse_n"))
-def _solver_mse(ctx: EvalContext) -> dict[str, float]:
-    ref = ctx.reference()
-    return {"solver_mse": float((ctx.samples()[: len(ref)] - ref).pow(2).mean())}
+def _solver_mse(s: Scoring) -> dict[str, float]:
+    ref = s.get(REFERENCE_SOLVE)
+    return {"solver_mse": float((s.samples()[: len(ref)] - ref).pow(2).mean())}
 
 
-def path_energy(ctx: EvalContext) -> float:
-    """E ∫ ‖v(x_t, t)‖² dt along the learned flow from the eval source points."""
+def path_energy(s: Scoring) -> float:
+    """E ∫ ‖v(x_t, t)‖² dt along the learned flow from the eval source points (its own solve:
+    the energy is integrated alongside the state)."""
 
     def aug(t, state):
         x, _ = state
-        v = ctx.velocity(t, x)
+        v = s.field(t, x)
         return v, v.reshape(v.shape[0], -1).pow(2).sum(1)
 
-    e0 = torch.zeros(ctx.x0_eval.shape[0], dtype=ctx.x0_eval.dtype)
+    x0 = s.inputs.x0
+    e0 = torch.zeros(x0.shape[0], dtype=x0.dtype)
     with torch.no_grad():
-        res = solve(aug, (ctx.x0_eval, e0), ctx.spec, ctx.path.t_min, ctx.path.t_max)
+        res = solve(aug, (x0, e0), s.spec, s.path.t_min, s.path.t_max)
     pe = res.y[1]
     if not torch.isfinite(pe).all():
         raise FloatingPointError("path energy is not finite")
@@ -232,23 +287,20 @@ def path_energy(ctx: EvalContext) -> float:
 
 
 @metric("npe", "", False, "normalised path energy |PE - W2^2| / W2^2 (Tong et al.)",
-        ("n_eval",))
-def _npe(ctx: EvalContext) -> dict[str, float]:
-    ctx.not_for_images("npe")
-    if "w2sq_source_target" not in ctx.cache:
-        ctx.cache["w2sq_source_target"] = w2_exact(ctx.x0_eval, ctx.x1_test) ** 2
-    w2sq = ctx.cache["w2sq_source_target"]
-    return {"npe": abs(path_energy(ctx) - w2sq) / w2sq}
+        ("n_eval",), uses_samples=False)
+def _npe(s: Scoring) -> dict[str, float]:
+    w2sq = s.get(W2SQ_SOURCE_TARGET)
+    return {"npe": abs(path_energy(s) - w2sq) / w2sq}
 
 
 @metric("nll", "nats", False, "negative log-likelihood of held-out points (exact divergence)",
-        ("n_eval",))
-def _nll(ctx: EvalContext) -> dict[str, float]:
-    ctx.not_for_images("nll (use bpd)")
-    if not ctx.gaussian_source:
+        ("n_eval",), uses_samples=False)
+def _nll(s: Scoring) -> dict[str, float]:
+    x = s.points("nll (use bpd)")
+    if not s.gaussian_source:
         raise NotApplicable("NLL needs a Gaussian source density")
-    logp, _ = log_prob_continuous(ctx.velocity, ctx.x1_test, ctx.path.source_log_prob, ctx.spec,
-                                  ctx.path.t_min, ctx.path.t_max, exact=True)
+    logp, _ = log_prob_continuous(s.field, x.x1_test, s.path.source_log_prob, s.spec,
+                                  s.path.t_min, s.path.t_max, exact=True)
     if not torch.isfinite(logp).all():
         raise FloatingPointError("log-likelihood is not finite")
     return {"nll": float(-logp.mean())}

@@ -36,3 +36,25 @@ class MLP(nn.Module):
         if t.dim() == 0:
             t = t.expand(x.shape[0])
         return self.net(torch.cat([x, t[:, None]], 1))
+
+
+# model kinds: name → builder(model config, data shape) → network v(x, t). suite.py binds
+# [model] to the kind's config; tasks say which kinds can learn their data.
+MODELS: Registry = Registry("model kind")
+
+
+@MODELS.register("mlp")
+def _mlp(cfg, shape: tuple[int, ...]) -> nn.Module:
+    return MLP(shape[0], cfg.width, cfg.depth, cfg.activation)
+
+
+@MODELS.register("unet")
+def _unet(cfg, shape: tuple[int, ...]) -> nn.Module:
+    from fmbench.unet import UNet
+
+    return UNet(shape[0], (shape[1], shape[2]), cfg.unet)
+
+
+def build_model(cfg, shape: tuple[int, ...]) -> nn.Module:
+    """A new network of the configured kind for data of ``shape`` (without the batch axis)."""
+    return MODELS.get(cfg.kind)(cfg, shape)

@@ -29,10 +29,19 @@ from pathlib import Path
 import pandas as pd
 
 from fmbench.schema import ROW_COLUMNS, SCHEMA_VERSION, STATUSES, BadRow, parse_row
-from fmbench.storage import LOCK_NAME, atomic_write_text, is_temp_name, remove_orphans
+from fmbench.storage import (
+    LOCK_NAME,
+    atomic_write_text,
+    is_temp_name,
+    remove_orphans,
+    storage_error,
+)
 
 __all__ = ["ROW_COLUMNS", "SCHEMA_VERSION", "STATUSES", "CorruptFile", "ResultStore", "RunError",
            "atomic_write_text", "summarize"]
+
+
+MAX_DEATHS = 2  # hard deaths of a process inside one model's work before its cases fail
 
 
 class RunError(RuntimeError):
@@ -66,9 +75,13 @@ def environment() -> dict:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = None
+    try:
+        gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # noqa: BLE001 - a broken CUDA set-up: no usable GPU
+        gpus = []
     return {
         "versions": versions, "python": platform.python_version(), "platform": platform.platform(),
-        "device": "cpu", "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(), "gpus": gpus, "torch_threads": torch.get_num_threads(),
     }
 
 
@@ -210,6 +223,28 @@ class ResultStore:
     def write_case(self, case_id: str, rows: list[dict]) -> None:
         atomic_write_text(self.cases_dir / f"{case_id}.json",
                           json.dumps({"schema_version": SCHEMA_VERSION, "rows": rows}))
+
+    def begin_unit(self, key: str) -> int:
+        """Mark the model ``key`` as in flight; returns how many times a process died inside its
+        work before (0 normally). Call :meth:`end_unit` however the work ends. A marker found
+        here means its worker died (out of memory, a crash in native code, kill -9); after
+        MAX_DEATHS deaths the unit's cases are recorded as failed so the suite can finish
+        (``--resume`` retries them like any failed case)."""
+        marker = self.dir / "inflight" / f"{key}.json"
+        deaths = 0
+        if marker.exists():
+            try:
+                deaths = int(read_json_object(marker).get("deaths", 0)) + 1
+            except (CorruptFile, TypeError, ValueError):
+                deaths = 1
+        atomic_write_text(marker, json.dumps({"deaths": deaths, "since": now()}))
+        return deaths
+
+    def end_unit(self, key: str) -> None:
+        try:
+            (self.dir / "inflight" / f"{key}.json").unlink(missing_ok=True)
+        except OSError as e:
+            raise storage_error(self.dir / "inflight", e) from e
 
     def write_table(self, df: pd.DataFrame) -> None:
         atomic_write_text(self.dir / "results.csv", df.to_csv(index=False))

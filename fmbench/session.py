@@ -12,11 +12,9 @@
 - orphan temporary files are removed and corrupt run.json/case files set aside (renamed, logged,
   recomputed) — only once the folder is accepted.
 
-During the run it records cases (a case file, then results.csv rebuilt from every case file) and
-keeps an *in-flight marker* per model being worked on: a marker found at the start of a run means
-the process died inside that model's work (out of memory, a crash in native code). After
-``MAX_DEATHS`` such deaths its cases are recorded as failed so the suite can finish; ``--resume``
-retries them like any failed case.
+During the run it takes in finished cases (their case files written by the workers) and rebuilds
+results.csv from every case file. In-flight markers (a model whose worker died) are kept by
+:class:`fmbench.results.ResultStore`.
 """
 
 from __future__ import annotations
@@ -35,21 +33,16 @@ from fmbench.results import (
     ResultStore,
     RunError,
     now,
-    read_json_object,
 )
 from fmbench.storage import (
     FolderLock,
     StorageError,
-    atomic_write_text,
     remove_orphans,
     set_aside,
     storage_error,
 )
 
 log = logging.getLogger("fmbench")
-
-MAX_DEATHS = 2  # hard deaths of the process inside one model's work before its cases fail
-
 
 def definition_diff(old: object, new: object, key: str = "", limit: int = 8) -> list[str]:
     """Human-readable differences between two JSON-like definitions ('training.steps: 30 → 60')."""
@@ -184,27 +177,9 @@ class ResultsSession:
         return {cid for cid, rows in self.rows_by_case.items()
                 if not any(r["status"] == "failed" for r in rows)}
 
-    def begin_unit(self, key: str) -> int:
-        """Mark the model ``key`` as in flight; returns how many times the process died inside
-        it before (0 normally). Call :meth:`end_unit` however the work ends."""
-        marker = self.store.dir / "inflight" / f"{key}.json"
-        deaths = 0
-        if marker.exists():
-            try:
-                deaths = int(read_json_object(marker).get("deaths", 0)) + 1
-            except (CorruptFile, TypeError, ValueError):
-                deaths = 1
-        atomic_write_text(marker, json.dumps({"deaths": deaths, "since": now()}))
-        return deaths
-
-    def end_unit(self, key: str) -> None:
-        try:
-            (self.store.dir / "inflight" / f"{key}.json").unlink(missing_ok=True)
-        except OSError as e:
-            raise storage_error(self.store.dir / "inflight", e) from e
-
     def record(self, case_id: str, rows: list[dict]) -> None:
-        self.store.write_case(case_id, rows)
+        """Take a finished case into the table; its case file is already written (by the
+        worker that ran it: :meth:`ResultStore.write_case`)."""
         self.rows_by_case[case_id] = rows
         self.store.write_table(self.table())
 

@@ -193,11 +193,14 @@ def set_aside(file: Path | str, reason: str) -> Path:
 
 class FolderLock:
     """Exclusive lock on a folder for one live process (``flock``; released by the kernel when
-    the process exits, however it exits)."""
+    the process exits, however it exits). ``name`` locks one item of a shared folder instead
+    (the model cache locks ``<key>.lock`` per model); ``wait`` blocks until the holder is done
+    instead of raising LockHeld."""
 
-    def __init__(self, folder: Path | str):
+    def __init__(self, folder: Path | str, name: str = LOCK_NAME, wait: bool = False):
         self.folder = Path(folder)
-        self.file = self.folder / LOCK_NAME
+        self.file = self.folder / name
+        self.wait = wait
         self._fd: int | None = None
 
     def acquire(self) -> FolderLock:
@@ -210,7 +213,7 @@ class FolderLock:
             os.close(fd)
             raise StorageError(f"{self.file} is not a regular file; remove it")
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
         except BlockingIOError:
             holder = _read_holder(fd)
             os.close(fd)

@@ -6,21 +6,23 @@ allowed. See README "Suite file reference" for the schema.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import fmbench.image_metrics  # noqa: F401  (registers fid, kid, bpd)
 from fmbench.data import DATASETS
+from fmbench.executors import EXECUTORS
 from fmbench.image_tasks import IMAGE_DATASETS
-from fmbench.metrics import METRICS, computable_metrics
+from fmbench.metrics import METRICS, METRICS_LO, MetricsConfig, computable_metrics
 from fmbench.models import ACTIVATIONS
 from fmbench.paths.couplings import COUPLINGS
 from fmbench.paths.schedules import PATHS, GaussianPath
+from fmbench.plan import Case
 from fmbench.solvers import SOLVERS, SolverSpec
+from fmbench.tasks import kind_of
 from fmbench.train import TrainConfig
 from fmbench.unet import PRESETS, UNetConfig
 from fmbench.validation import (
@@ -34,7 +36,7 @@ from fmbench.validation import (
     short_repr,
 )
 
-__all__ = ["Case", "Suite", "SuiteError", "Task", "load_suite", "parse_suite"]
+__all__ = ["Case", "Suite", "SuiteError", "Task", "load_suite", "parse_suite"]  # Case: plan.py
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ class Task:
 
     @property
     def is_image(self) -> bool:
-        return self.target in IMAGE_DATASETS
+        return kind_of(self.target).kind == "image"
 
     def opts(self) -> dict:
         """Options with relative ``root``/``test`` paths resolved against the suite's folder."""
@@ -74,33 +76,12 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class MetricsConfig:
-    names: tuple[str, ...] = ("w2", "npe", "nfe", "sample_time", "train_time")
-    n_eval: int = 1000
-    reference_steps: int = 1000
-    solver_mse_n: int = 0  # noise samples for solver_mse (0 = n_eval)
-    eval_batch: int = 1000
-    feature_batch: int = 0  # images per Inception call (0 = 16 on CPU, 64 on GPU)
-    fid_ref_n: int = 0  # training images for FID reference statistics (0 = the whole split)
-    feature_extractor: str = "inception-v3-compat"
-    inception_weights: str = ""
-    kid_subset_size: int = 1000
-    bpd_n: int = 1000
-    bpd_k: int = 1
-    bpd_probes: int = 1
-    bpd_rtol: float = 1e-5
+class ExecutorConfig:
+    """The suite's ``[executor]`` table: where work units run (fmbench.executors); it never
+    changes a number, so it is not part of the suite's definition."""
 
-
-@dataclass(frozen=True)
-class Case:
-    """One model × solver × seed; ``model_key`` identifies the trained model it reuses."""
-
-    task: Task
-    path: GaussianPath
-    solver: SolverSpec
-    seed: int
-    model_key: str
-    case_id: str
+    name: str = "local"
+    options: object = None  # the executor's options dataclass (None = its defaults)
 
 
 @dataclass(frozen=True)
@@ -118,6 +99,7 @@ class Suite:
     metrics: MetricsConfig
     raw: dict = field(compare=False, hash=False, repr=False, default_factory=dict)
     check: dict = field(compare=False, hash=False, default_factory=dict)  # fmbench check settings
+    executor: ExecutorConfig = field(compare=False, default_factory=ExecutorConfig)
 
     def skipped(self) -> list[str]:
         """Task × path combinations left out of the grid, with the reason."""
@@ -128,49 +110,10 @@ class Suite:
         ]
 
     def cases(self) -> list[Case]:
-        out = []
-        for task in self.tasks:
-            for path in self.paths:
-                if path.gaussian_source_only and not task.gaussian_source:
-                    continue
-                for seed in self.seeds:
-                    mkey = model_key(task, path, self.model, self.training, seed)
-                    for spec in self.solvers:
-                        cid = _digest({"model": mkey, "task": task.name,
-                                       "solver": spec.label(),
-                                       "metrics": self.metrics.__dict__,
-                                       "data_seed": self.data_seed})
-                        out.append(Case(task, path, spec, seed, mkey, cid))
-        return out
+        """Every case of the grid (fmbench.plan)."""
+        from fmbench.plan import cases
 
-
-def _training_code_digest() -> str:
-    """Hash of the source files that decide what a training config produces, so that a change to
-    the training code never reuses a model cached by the old code."""
-    from pathlib import Path as _P
-
-    root = _P(__file__).parent
-    files = ["train.py", "models.py", "unet.py", "data.py", "image_data.py", "image_tasks.py",
-             "paths/schedules.py", "paths/couplings.py"]
-    return hashlib.sha256(b"".join((root / f).read_bytes() for f in files)).hexdigest()[:16]
-
-
-TRAIN_CODE_VERSION = _training_code_digest()
-
-
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def model_key(task: Task, path: GaussianPath, model: ModelConfig, training: TrainConfig,
-              seed: int) -> str:
-    """Hash of everything that influences training (not solvers or metrics)."""
-    return _digest({
-        "source": task.source, "target": task.target, "task_options": task.opts(),
-        "path": path.name,
-        "path_params": path.params(), "model": model.__dict__, "training": training.__dict__,
-        "seed": seed, "version": TRAIN_CODE_VERSION,
-    })
+        return cases(self)
 
 
 def _build_path(v: Validator, entry: dict, key: str) -> GaussianPath:
@@ -240,7 +183,8 @@ def _fixed_step_specs(v: Validator, n: str, entry: dict, key: str) -> list[Solve
     return out
 
 
-SUITE_KEYS = {"suite", "task", "model", "training", "path", "solver", "metrics", "check"}
+SUITE_KEYS = {"suite", "task", "model", "training", "path", "solver", "metrics", "check",
+              "executor"}
 
 
 def _build_task(v: Validator, t: dict, key: str) -> Task:
@@ -342,9 +286,10 @@ def _parse_suite(data: dict, file: str) -> Suite:
     tasks = _build_tasks(v, data["task"])
     model = _build_model(v, data.get("model", {}))
     for i, t in enumerate(tasks):
-        want = "unet" if t.is_image else "mlp"
-        if model.kind != want:
-            raise v.err("model.kind", f"task[{i}] ({t.name}) needs kind = {want!r}")
+        kinds = kind_of(t.target).model_kinds
+        if model.kind not in kinds:
+            raise v.err("model.kind", f"task[{i}] ({t.name}) needs kind = "
+                                      f"{' or '.join(map(repr, kinds))}")
     training = _build_training(v, data.get("training", {}))
     paths = [_build_path(v, p, f"path[{i}]") for i, p in enumerate(v.tables(data["path"], "path"))]
     if len({(p.name, json.dumps(p.params(), sort_keys=True)) for p in paths}) != len(paths):
@@ -362,6 +307,7 @@ def _parse_suite(data: dict, file: str) -> Suite:
                                         SEED_MAX),
         tasks=tuple(tasks), model=model, training=training, paths=tuple(paths),
         solvers=tuple(solvers), metrics=metrics, raw=data,
+        executor=_build_executor(v, data.get("executor", {})),
     )
     if not suite.cases():
         raise v.err("path", "no case left: every path needs a Gaussian source and no task has one")
@@ -408,10 +354,6 @@ def _build_training(v: Validator, tr) -> TrainConfig:
     return training
 
 
-METRICS_LO = {"n_eval": 2, "reference_steps": 1, "eval_batch": 1, "kid_subset_size": 1, "bpd_n": 1,
-              "bpd_k": 1, "bpd_probes": 1}  # other integers: >= 0; floats: > 0
-
-
 def _build_metrics(v: Validator, mt) -> MetricsConfig:
     mfields = {f: MetricsConfig.__dataclass_fields__[f].type for f in MetricsConfig.__dataclass_fields__}
     v.table(mt, "metrics", set(mfields))
@@ -440,6 +382,21 @@ def _build_metrics(v: Validator, mt) -> MetricsConfig:
                     f"unknown torch-fidelity feature extractor {short_repr(metrics.feature_extractor)}; "
                     f"registered: {', '.join(sorted(FEATURE_EXTRACTORS_REGISTRY))}")
     return metrics
+
+
+def _build_executor(v: Validator, e) -> ExecutorConfig:
+    """[executor]: name (local, slurm, ray) and that executor's own options."""
+    v.table(e, "executor")
+    name = v.name(e.get("name", "local"), "executor.name", EXECUTORS)
+    opts = EXECUTORS.get(name).options
+    ofields = {f.name: f.type for f in fields(opts)}
+    v.table(e, "executor", {"name", *ofields})
+    args = {}
+    for k, val in e.items():
+        if k != "name":
+            typ = annotation_type(ofields[k])
+            args[k] = v.scalar(val, f"executor.{k}", typ, None if typ is str else 0)
+    return ExecutorConfig(name, opts(**args))
 
 
 def _build_check(v: Validator, c, metric_names: tuple[str, ...]) -> dict:

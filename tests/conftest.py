@@ -51,3 +51,10 @@ def tiny_suite_file(tmp_path):
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("FMBENCH_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(autouse=True)
+def _in_process(monkeypatch):
+    """Suites run in the test's process unless a test asks for workers (FMBENCH_WORKERS is the
+    default worker count): monkeypatched stages apply, and no pool start-up per test."""
+    monkeypatch.setenv("FMBENCH_WORKERS", "1")

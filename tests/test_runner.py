@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-import fmbench.runner as runner
+import fmbench.cache as stages
+import fmbench.work as work
 from fmbench.cli import main
 from fmbench.paths import make_coupling, make_path
 from fmbench.runner import RunError, run_suite
@@ -24,14 +25,14 @@ TIMES = {"train_time", "sample_time", "coupling_time"}
 
 def _fail_otcfm_training(monkeypatch, reason: str):
     """Make training fail for the otcfm path only; returns the real train function."""
-    real = runner.train
+    real = stages.train
 
     def failing(model, path, *a, **k):
         if path.name == "otcfm":
             raise TrainingFailed(reason)
         return real(model, path, *a, **k)
 
-    monkeypatch.setattr(runner, "train", failing)
+    monkeypatch.setattr(stages, "train", failing)
     return real
 
 
@@ -73,7 +74,7 @@ def test_resume_after_interrupt_loses_and_duplicates_nothing(tiny_suite_file, tm
                                                              monkeypatch):
     suite = load_suite(tiny_suite_file)
     ref = run_suite(suite, tmp_path / "ref", cache_dir=tmp_path / "refcache")
-    real = runner.evaluate
+    real = work.evaluate
     calls = {"n": 0}
 
     def flaky(ctx, names):
@@ -82,13 +83,13 @@ def test_resume_after_interrupt_loses_and_duplicates_nothing(tiny_suite_file, tm
             raise KeyboardInterrupt
         return real(ctx, names)
 
-    monkeypatch.setattr(runner, "evaluate", flaky)
+    monkeypatch.setattr(work, "evaluate", flaky)
     with pytest.raises(KeyboardInterrupt):
         run_suite(suite, tmp_path / "out")
     assert len(list((tmp_path / "out" / "cases").glob("*.json"))) == 2
     with pytest.raises(RunError, match="--resume"):
         run_suite(suite, tmp_path / "out")
-    monkeypatch.setattr(runner, "evaluate", real)
+    monkeypatch.setattr(work, "evaluate", real)
     df = run_suite(suite, tmp_path / "out", resume=True)
     assert not df.duplicated(["case_id", "metric"]).any()
     assert _values(df) == _values(ref)
@@ -125,7 +126,7 @@ def test_model_cache_reused_for_new_solvers(tiny_suite_file, tmp_path, monkeypat
     def no_training(*a, **k):
         raise AssertionError("should have reused the cached model")
 
-    monkeypatch.setattr(runner, "train", no_training)
+    monkeypatch.setattr(stages, "train", no_training)
     f2 = tmp_path / "more.toml"
     f2.write_text(TINY.replace('name = "rk4"\nsteps = 2', 'name = "midpoint"\nnfe = [4, 16]'))
     df = run_suite(load_suite(f2), tmp_path / "b")
@@ -191,7 +192,7 @@ def test_failed_cases_are_retried_on_resume(tiny_suite_file, tmp_path, monkeypat
     suite = load_suite(tiny_suite_file)
     df = run_suite(suite, tmp_path / "out")
     assert (df[df.path == "otcfm"]["status"] == "failed").all()
-    monkeypatch.setattr(runner, "train", real)
+    monkeypatch.setattr(stages, "train", real)
     df = run_suite(suite, tmp_path / "out", resume=True)
     assert (df["status"] == "ok").all()
     assert not df.duplicated(["case_id", "metric"]).any()

@@ -1,0 +1,247 @@
+"""The local executor: work units in this process or on a pool of worker processes.
+
+``workers = 1`` runs every unit in this process, one after another. More workers are persistent
+``spawn``-ed processes (fresh interpreters: no forked CUDA or thread state), each taking the next
+pending unit when it is done; the per-unit cost is pickling the unit through a pipe. Placement:
+
+- with GPUs, one worker per GPU by default, pinned with ``CUDA_VISIBLE_DEVICES`` (a worker sees
+  one GPU as ``cuda:0``); ``workers`` above the GPU count share GPUs round-robin;
+- without, one worker per available core; each worker's torch thread count is the cores divided
+  by the workers (at least 1), so workers never oversubscribe the machine.
+
+A worker that dies (out of memory, a crash in native code, kill -9) takes only its unit down: a
+replacement starts and the unit is retried; after it has killed ``MAX_DEATHS`` workers its cases
+are recorded as failed with the reason and the suite goes on. Workers die with the coordinator
+(Linux: PR_SET_PDEATHSIG), so a killed run leaves no orphan processes; ``--resume`` continues.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+
+from fmbench.executors import ExecutorDef, OnEvent
+from fmbench.plan import WorkUnit
+from fmbench.results import MAX_DEATHS, RunError
+from fmbench.work import UnitEvent, UnitJob, UnitOutcome
+
+NAME = "local"
+log = logging.getLogger("fmbench")
+
+
+@dataclass(frozen=True)
+class LocalOptions:
+    workers: int = 0  # 0 = one per GPU, else one per available core; 1 = in this process
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def gpu_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # noqa: BLE001 - a broken CUDA set-up counts as no GPU
+        return 0
+
+
+WORKERS_ENV = "FMBENCH_WORKERS"  # the default worker count where the suite and CLI give none
+
+
+def default_workers() -> int:
+    """$FMBENCH_WORKERS when set (a positive integer), else 0 (automatic)."""
+    raw = os.environ.get(WORKERS_ENV, "").strip()
+    if not raw:
+        return 0
+    if not raw.isdigit() or int(raw) < 1:
+        raise RunError(f"${WORKERS_ENV} must be a positive integer, got {raw!r}")
+    return int(raw)
+
+
+def placement(workers: int, n_units: int) -> list[dict]:
+    """Each worker's environment and torch thread count: [{"env": {...}, "threads": k}]."""
+    gpus, cores = gpu_count(), available_cores()
+    n = workers or default_workers() or (gpus or cores)
+    n = max(1, min(n, n_units))
+    threads = max(1, cores // n)
+    return [{"env": {"CUDA_VISIBLE_DEVICES": str(i % gpus)} if gpus else {},
+             "threads": threads} for i in range(n)]
+
+
+class LocalExecutor:
+    def __init__(self, options: LocalOptions):
+        if options.workers < 0:
+            raise RunError(f"workers must be >= 0 (0 = automatic), got {options.workers}")
+        self.options = options
+
+    def describe(self) -> str:
+        w = self.options.workers or default_workers()
+        return "local, in this process" if w == 1 else \
+            f"local, {w or 'one per GPU, else one per core:'} {len(placement(w, 10**6))} " \
+            "worker process(es)"
+
+    def run(self, job: UnitJob, units: list[WorkUnit], on_event: OnEvent
+            ) -> Iterator[UnitOutcome]:
+        slots = placement(self.options.workers, len(units))
+        if len(slots) == 1 and not slots[0]["env"]:
+            for unit in units:  # in process, exactly as a plain loop
+                on_event(UnitEvent(unit.key, "started", info="in process"))
+                yield job(unit, on_event)
+            return
+        yield from _Pool(job, slots, on_event).run(units)
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel sends SIGKILL to this worker when the coordinator dies."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _worker(conn, job: UnitJob, env: dict, threads: int) -> None:
+    os.environ.update(env)
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
+    import torch
+
+    torch.set_num_threads(threads)
+    while True:
+        try:
+            unit = conn.recv()
+        except (EOFError, OSError):
+            return
+        if unit is None:
+            return
+        try:
+            out = job(unit, lambda ev: conn.send(("event", ev)))
+            conn.send(("done", out))
+        except BaseException as e:  # noqa: BLE001 - StorageError and the like stop the run
+            try:
+                conn.send(("error", e))
+            except Exception:  # noqa: BLE001 - an unpicklable exception: its text then
+                conn.send(("error", RuntimeError(f"{type(e).__name__}: {e}")))
+
+
+@dataclass
+class _Slot:
+    proc: mp.process.BaseProcess
+    conn: object
+    spec: dict
+    unit: WorkUnit | None = None
+    since: float = 0.0
+
+
+class _Pool:
+    def __init__(self, job: UnitJob, slots: list[dict], on_event: OnEvent):
+        self.job, self.specs, self.on_event = job, slots, on_event
+        self.ctx = mp.get_context("spawn")
+        self.deaths: dict[str, int] = {}
+
+    def _start(self, spec: dict) -> _Slot:
+        parent, child = self.ctx.Pipe()
+        p = self.ctx.Process(target=_worker, args=(child, self.job, spec["env"], spec["threads"]),
+                             daemon=True, name="fmbench-worker")
+        p.start()
+        child.close()
+        return _Slot(p, parent, spec)
+
+    def _assign(self, slot: _Slot, queue: deque) -> None:
+        if not queue:
+            slot.unit = None
+            return
+        slot.unit, slot.since = queue.popleft(), time.perf_counter()
+        slot.conn.send(slot.unit)
+        where = slot.spec["env"].get("CUDA_VISIBLE_DEVICES")
+        self.on_event(UnitEvent(slot.unit.key, "started", info=f"worker pid {slot.proc.pid}"
+                                + (f", GPU {where}" if where else "")))
+
+    def run(self, units: list[WorkUnit]) -> Iterator[UnitOutcome]:
+        queue = deque(units)
+        slots = [self._start(spec) for spec in self.specs]
+        for slot in slots:
+            self._assign(slot, queue)
+        try:
+            while any(s.unit is not None for s in slots):
+                busy = [s for s in slots if s.unit is not None]
+                ready = wait([s.conn for s in busy] + [s.proc.sentinel for s in busy])
+                for slot in busy:
+                    kind, payload = self._receive(slot, ready)
+                    if kind == "event":
+                        self.on_event(payload)
+                        continue
+                    if kind == "error":
+                        raise payload
+                    if kind == "done":
+                        yield payload
+                    elif kind == "died":
+                        yield from self._died(slot, queue)
+                        slot = self._replace(slot, slots)
+                    else:
+                        continue
+                    self._assign(slot, queue)
+        finally:
+            self._stop(slots)
+
+    @staticmethod
+    def _receive(slot: _Slot, ready: list) -> tuple[str, object]:
+        """The worker's next message, ("died", None) when it is gone, ("", None) if nothing."""
+        if slot.conn in ready or slot.conn.poll():
+            try:
+                return slot.conn.recv()
+            except (EOFError, OSError):
+                return "died", None
+        if slot.proc.sentinel in ready:
+            return "died", None
+        return "", None
+
+    @staticmethod
+    def _stop(slots: list[_Slot]) -> None:
+        for s in slots:
+            try:
+                s.conn.send(None)
+            except (OSError, ValueError):
+                pass
+        for s in slots:
+            s.proc.join(timeout=5)
+            if s.proc.is_alive():
+                s.proc.kill()
+                s.proc.join()
+
+    def _died(self, slot: _Slot, queue: deque) -> Iterator[UnitOutcome]:
+        unit = slot.unit
+        slot.proc.join(timeout=1)
+        code = slot.proc.exitcode
+        n = self.deaths[unit.key] = self.deaths.get(unit.key, 0) + 1
+        log.warning("worker pid %s died (exit code %s) while working on %s; %s", slot.proc.pid,
+                    code, unit.label, "retrying it" if n < MAX_DEATHS else "its cases fail")
+        if n < MAX_DEATHS:
+            queue.appendleft(unit)
+        else:
+            yield self.job.fail(unit, f"its worker process died {n} times (exit code {code}: "
+                                      "killed for memory? a crash in native code?); --resume "
+                                      "retries it")
+        slot.unit = None
+
+    def _replace(self, slot: _Slot, slots: list[_Slot]) -> _Slot:
+        new = self._start(slot.spec)
+        slots[slots.index(slot)] = new
+        return new
+
+
+DEFINITION = ExecutorDef(LocalOptions, LocalExecutor, "",
+                         "this machine: in process (workers = 1) or a pool of worker processes")

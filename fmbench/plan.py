@@ -1,0 +1,121 @@
+"""Plan: a suite → its cases and work units, with stable ids.
+
+A *case* is one trained model × one solver configuration (× the seed the model was trained with);
+a *work unit* is one trained model and every case that evaluates it: the unit of scheduling that
+an executor places on a core, a GPU or a cluster node. Ids are content hashes of what defines the
+numbers, so they are the same on every machine, in every process and in every order:
+
+- ``model_key``: task (source, target, resolved options), path and its parameters, model and
+  training settings, seed, and the training code's digest. It names the model in the model cache.
+- ``case_id``: the model key, the task name, the solver label, the metric settings and the data
+  seed. It names the case file in a results folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fmbench.paths.schedules import GaussianPath
+from fmbench.solvers import SolverSpec
+
+if TYPE_CHECKING:
+    from fmbench.suite import Suite, Task
+
+
+def digest(obj, n: int = 16) -> str:
+    """The package's one content hash: sha256 of canonical JSON, first ``n`` hex digits."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
+
+
+def derived_seed(*parts) -> int:
+    """A 32-bit seed derived from ``parts`` (the work unit, a role, a sample index …)."""
+    return int(hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:8], 16)
+
+
+# files whose code decides what a training configuration produces: a change to any of them
+# means cached models are never reused
+TRAINING_CODE = ("train.py", "models.py", "unet.py", "data.py", "image_data.py", "image_tasks.py",
+                 "paths/schedules.py", "paths/couplings.py")
+
+
+def _training_code_digest() -> str:
+    root = Path(__file__).parent
+    return hashlib.sha256(b"".join((root / f).read_bytes() for f in TRAINING_CODE)).hexdigest()[:16]
+
+
+TRAIN_CODE_VERSION = _training_code_digest()
+
+
+@dataclass(frozen=True)
+class Case:
+    """One model × solver × seed; ``model_key`` identifies the trained model it evaluates."""
+
+    task: Task
+    path: GaussianPath
+    solver: SolverSpec
+    seed: int
+    model_key: str
+    case_id: str
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """One trained model and the cases that evaluate it (all share task, path and seed)."""
+
+    cases: tuple[Case, ...]
+
+    @property
+    def key(self) -> str:
+        return self.cases[0].model_key
+
+    @property
+    def first(self) -> Case:
+        return self.cases[0]
+
+    @property
+    def label(self) -> str:
+        from fmbench.artifacts import path_label
+
+        c = self.first
+        return f"{c.task.name} {path_label(c.path)} seed {c.seed}"
+
+
+def model_key(suite: Suite, task: Task, path: GaussianPath, seed: int) -> str:
+    """Hash of everything that influences training (not solvers or metrics)."""
+    return digest({
+        "source": task.source, "target": task.target, "task_options": task.opts(),
+        "path": path.name, "path_params": path.params(), "model": asdict(suite.model),
+        "training": asdict(suite.training), "seed": seed, "version": TRAIN_CODE_VERSION,
+    })
+
+
+def cases(suite: Suite) -> list[Case]:
+    """Every case of the grid, in suite order (task, path, seed, solver); combinations a path
+    does not support (``Suite.skipped``) are left out."""
+    out = []
+    metrics = asdict(suite.metrics)
+    for task in suite.tasks:
+        for path in suite.paths:
+            if path.gaussian_source_only and not task.gaussian_source:
+                continue
+            for seed in suite.seeds:
+                mkey = model_key(suite, task, path, seed)
+                for spec in suite.solvers:
+                    cid = digest({"model": mkey, "task": task.name, "solver": spec.label(),
+                                  "metrics": metrics, "data_seed": suite.data_seed})
+                    out.append(Case(task, path, spec, seed, mkey, cid))
+    return out
+
+
+def work_units(suite: Suite, done: set[str] = frozenset()) -> list[WorkUnit]:
+    """The units with at least one case not in ``done``, each holding only its pending cases,
+    in suite order."""
+    by_model: dict[str, list[Case]] = {}
+    for c in cases(suite):
+        if c.case_id not in done:
+            by_model.setdefault(c.model_key, []).append(c)
+    return [WorkUnit(tuple(cs)) for cs in by_model.values()]

@@ -1,0 +1,181 @@
+"""Task kinds: what a task's data looks like, how it is sampled for training, which fixed inputs
+its evaluation uses, where its models run and how its samples are saved.
+
+Two kinds, chosen by the task's target (:func:`kind_of`):
+
+- ``points`` (:class:`PointData`): low-dimensional datasets of :mod:`fmbench.data`. Evaluation
+  inputs are ``n_eval`` source points, ``n_eval`` held-out target points and an independent
+  second target draw (the W2 floor). Models run on the CPU (a 3×64 MLP is slower on a GPU).
+- ``image`` (:class:`ImageData`): image datasets of :mod:`fmbench.image_tasks`. Evaluation inputs
+  are ``n_eval`` source noises and the dataset's train and test splits (uint8). Models run on the
+  GPU when there is one.
+
+Evaluation inputs are fixed per task by the suite's ``data_seed`` — the same for every path,
+solver and training seed (paired comparisons) — and Gaussian source noise is drawn *per sample*
+(sample i from its own seed, as EDM's generator does), so a sample set is the same whatever the
+evaluation batch, the number of workers or ``n_eval`` (sample i never changes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+import torch
+
+from fmbench import data as D
+from fmbench.image_tasks import IMAGE_DATASETS, image_sampler, load_split
+from fmbench.paths.schedules import GaussianPath
+from fmbench.plan import derived_seed
+from fmbench.storage import atomic_write
+
+if TYPE_CHECKING:
+    from fmbench.generate import Generation
+    from fmbench.suite import Task
+
+
+def per_sample_normal(n: int, shape: tuple[int, ...], *parts) -> torch.Tensor:
+    """n standard-normal draws of ``shape``; draw i comes from its own generator seeded by
+    (``parts``, i), so the first k draws never depend on n or on how the set is split."""
+    out = torch.empty(n, *shape)
+    g = torch.Generator()
+    for i in range(n):
+        g.manual_seed(derived_seed(*parts, i))
+        out[i] = torch.randn(shape, generator=g)
+    return out
+
+
+@dataclass
+class PointInputs:
+    """Evaluation inputs of a low-dimensional task (fixed per task)."""
+
+    x0: torch.Tensor  # source points to generate from (n_eval, d)
+    x1_test: torch.Tensor  # held-out target points (n_eval, d)
+    x1_floor: torch.Tensor  # an independent second target draw (n_eval, d)
+
+
+@dataclass
+class ImageInputs:
+    """Evaluation inputs of an image task: source noise, and the dataset's splits (uint8)."""
+
+    x0: torch.Tensor  # (n_eval, C, H, W) source noise, on the task's device
+    train_images: torch.Tensor
+    test_images: torch.Tensor
+    target: str  # dataset name and resolved options: the identity of its feature caches
+    options: dict
+
+
+class TaskData:
+    """A loaded task: training samplers and evaluation inputs (see the module docstring)."""
+
+    kind: ClassVar[str]
+    model_kinds: ClassVar[tuple[str, ...]]  # model kinds that can learn this kind of data
+    keeps_trajectories: ClassVar[int] = 0  # trajectories saved per case (for report plots)
+
+    def __init__(self, task: Task, shape: tuple[int, ...]):
+        self.task, self.shape = task, shape
+
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def source(self, path: GaussianPath):
+        """The training source sampler (n, generator) → (n, *shape)."""
+        if self.task.gaussian_source:
+            scale, shape = path.source_scale, self.shape
+            return lambda n, g: scale * torch.randn(n, *shape, generator=g)
+        return D.DATASETS.get(self.task.source)
+
+    def source_points(self, n: int, data_seed: int, path: GaussianPath) -> torch.Tensor:
+        """The n fixed evaluation source points (per-sample seeds for a Gaussian source)."""
+        if self.task.gaussian_source:
+            return path.source_scale * per_sample_normal(n, self.shape, data_seed,
+                                                         self.task.name, "source")
+        g = torch.Generator().manual_seed(derived_seed(data_seed, self.task.name, "source"))
+        return D.DATASETS.get(self.task.source)(n, g)
+
+    def target(self):
+        raise NotImplementedError
+
+    def eval_inputs(self, n: int, data_seed: int, path: GaussianPath):
+        raise NotImplementedError
+
+    def save_samples(self, stem: Path, generation: Generation, inputs) -> None:
+        raise NotImplementedError
+
+
+class PointData(TaskData):
+    kind = "points"
+    model_kinds = ("mlp",)
+    keeps_trajectories = 64
+
+    @classmethod
+    def load(cls, task: Task) -> PointData:
+        return cls(task, (2,))
+
+    def target(self):
+        return D.DATASETS.get(self.task.target)
+
+    def eval_inputs(self, n: int, data_seed: int, path: GaussianPath) -> PointInputs:
+        def draw(role):
+            g = torch.Generator().manual_seed(derived_seed(data_seed, self.task.name, role))
+            return self.target()(n, g)
+
+        return PointInputs(self.source_points(n, data_seed, path), draw("test"), draw("floor"))
+
+    def save_samples(self, stem: Path, generation: Generation, inputs: PointInputs) -> None:
+        """``<stem>.npz``: up to 2000 samples, the saved trajectories and the held-out points."""
+        arrays = {"samples": generation.samples[:2000].numpy(),
+                  "trajectories": generation.trajectories.numpy(),
+                  "test": inputs.x1_test[:2000].numpy()}
+        atomic_write(stem.with_name(stem.name + ".npz"), lambda f: np.savez(f, **arrays))
+
+
+class ImageData(TaskData):
+    kind = "image"
+    model_kinds = ("unet",)
+
+    def __init__(self, task: Task, train: torch.Tensor, test: torch.Tensor):
+        super().__init__(task, tuple(train.shape[1:]))
+        self.train_images, self.test_images = train, test
+
+    @classmethod
+    def load(cls, task: Task) -> ImageData:
+        opts = task.opts()
+        return cls(task, load_split(task.target, opts, "train").images,
+                   load_split(task.target, opts, "test").images)
+
+    def device(self) -> torch.device:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def target(self):
+        return image_sampler(self.train_images, bool(self.task.opts().get("hflip", True)))
+
+    def eval_inputs(self, n: int, data_seed: int, path: GaussianPath) -> ImageInputs:
+        return ImageInputs(self.source_points(n, data_seed, path).to(self.device()),
+                           self.train_images, self.test_images, self.task.target,
+                           self.task.opts())
+
+    def save_samples(self, stem: Path, generation: Generation, inputs: ImageInputs) -> None:
+        """``<stem>.png``: a grid of the first 64 samples."""
+        from fmbench.artifacts import save_sample_grid
+
+        save_sample_grid(stem.with_name(stem.name + ".png"), generation.samples)
+
+
+TASK_KINDS: dict[str, type[TaskData]] = {"points": PointData, "image": ImageData}
+
+
+def kind_of(target: str) -> type[TaskData]:
+    """The task kind of a target dataset name."""
+    return ImageData if target in IMAGE_DATASETS else PointData
+
+
+_LOADED: dict[Task, TaskData] = {}  # per process: a worker loads each task's data once
+
+
+def load_task(task: Task) -> TaskData:
+    if task not in _LOADED:
+        _LOADED[task] = kind_of(task.target).load(task)
+    return _LOADED[task]

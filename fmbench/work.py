@@ -1,0 +1,169 @@
+"""One work unit, start to finish, wherever an executor runs it: train (or take the model from the
+cache) → for each case: generate → score → write the case file.
+
+:class:`UnitJob` is the picklable callable that every executor ships (in process, to a local
+worker, to a SLURM job, to a Ray task); it returns a :class:`UnitOutcome`. Workers write their
+own case files (atomically) into the results folder, so a case is saved as soon as it is done,
+whatever happens to the coordinator; the coordinator assembles the table. A failure in any stage
+is a value: the affected cases' rows say ``failed`` with the reason. Only StorageError (the
+machine cannot write) and interrupts propagate.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from fmbench.artifacts import case_file_stem, path_label
+from fmbench.cache import trained_model
+from fmbench.generate import Generation, generate, velocity_field
+from fmbench.metrics import Scoring, uses_samples
+from fmbench.plan import Case, WorkUnit
+from fmbench.results import MAX_DEATHS, ResultStore
+from fmbench.score import Values, case_rows, describe, evaluate, failed
+from fmbench.storage import StorageError
+from fmbench.tasks import TaskData, load_task
+
+log = logging.getLogger("fmbench")
+
+
+@dataclass(frozen=True)
+class UnitEvent:
+    """Progress of a unit, sent to the coordinator while it runs (kind: ``train`` with
+    done/total steps, ``case`` when a case is saved)."""
+
+    key: str
+    kind: str
+    done: int = 0
+    total: int = 0
+    info: str = ""
+
+
+@dataclass
+class UnitOutcome:
+    """What a finished unit hands back: its cases' rows (already written to case files), where it
+    ran and how long it took."""
+
+    key: str
+    rows: dict[str, list[dict]] = field(default_factory=dict)
+    device: str = "cpu"
+    host: str = ""
+    seconds: float = 0.0
+    cached: bool = False  # the model came from the model cache
+    failure: str = ""  # why every case failed ("" when the unit's model was available)
+
+
+Report = Callable[[UnitEvent], None]
+
+
+@dataclass(frozen=True)
+class UnitJob:
+    """Run a work unit of ``suite`` into the results folder ``out_dir`` with the model cache
+    ``cache_dir``: ``job(unit, report) -> UnitOutcome``."""
+
+    suite: object  # fmbench.suite.Suite (not imported: workers unpickle it)
+    out_dir: str
+    cache_dir: str
+
+    def __call__(self, unit: WorkUnit, report: Report | None = None) -> UnitOutcome:
+        return run_unit(self, unit, report or (lambda ev: None))
+
+    def fail(self, unit: WorkUnit, reason: str) -> UnitOutcome:
+        """Record every case of ``unit`` as failed with ``reason`` (an executor lost the unit:
+        its worker or job died more often than allowed, or the cluster reported a failure)."""
+        store = ResultStore(self.out_dir)
+        out = UnitOutcome(unit.key, host=socket.gethostname(), failure=reason)
+        for case in unit.cases:
+            out.rows[case.case_id] = _write(store, self.suite, case,
+                                            failed(self.suite.metrics.names, reason))
+        store.end_unit(unit.key)  # a retry starts with a clean count
+        return out
+
+
+def _write(store: ResultStore, suite, case: Case, values: Values) -> list[dict]:
+    rows = case_rows(suite, case, values)
+    store.write_case(case.case_id, rows)
+    return rows
+
+
+def device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return f"cuda:{os.environ.get('CUDA_VISIBLE_DEVICES', dev.index or 0)} " \
+               f"({torch.cuda.get_device_name(dev)})"
+    return "cpu"
+
+
+def run_unit(job: UnitJob, unit: WorkUnit, report: Report) -> UnitOutcome:
+    suite, first = job.suite, unit.first
+    names = suite.metrics.names
+    start = time.perf_counter()
+    store = ResultStore(job.out_dir)
+    out = UnitOutcome(unit.key, host=socket.gethostname())
+    deaths = store.begin_unit(unit.key)
+    try:
+        model = meta = data = inputs = None
+        if deaths >= MAX_DEATHS:
+            out.failure = (f"a process died {deaths} times while working on this model (killed "
+                           "for memory? a crash in native code?); --resume retries it")
+        else:
+            try:
+                data = load_task(first.task)
+                out.device = device_name(data.device())
+
+                def on_step(step, loss, rate):
+                    if step % 50 == 0 or step == suite.training.steps:
+                        report(UnitEvent(unit.key, "train", step, suite.training.steps,
+                                         f"loss {loss:.4f} · {rate:,.0f} samples/s"))
+
+                model, meta, out.cached = trained_model(unit, suite, data, Path(job.cache_dir),
+                                                        on_step)
+                inputs = data.eval_inputs(suite.metrics.n_eval, suite.data_seed, first.path)
+            except StorageError:
+                raise
+            except Exception as e:  # noqa: BLE001 - fails this model's cases, the suite goes on
+                out.failure = describe(e)
+        if not out.failure:
+            store.write_losses(unit.key, {"task": first.task.name,
+                                          "path_label": path_label(first.path),
+                                          "seed": first.seed, "losses": meta["losses"]})
+        shared: dict = {}  # per-model references, shared by the unit's cases
+        for i, case in enumerate(unit.cases):
+            values = (failed(names, out.failure) if out.failure else
+                      score_case(job, case, model, meta, data, inputs, shared))
+            out.rows[case.case_id] = _write(store, suite, case, values)
+            report(UnitEvent(unit.key, "case", i + 1, len(unit.cases), case.solver.label()))
+    finally:
+        store.end_unit(unit.key)
+    out.seconds = time.perf_counter() - start
+    return out
+
+
+def score_case(job: UnitJob, case: Case, model, meta: dict, data: TaskData, inputs,
+               shared: dict) -> Values:
+    """Generate (one solve) and score one case; its samples are saved when the solve worked."""
+    suite = job.suite
+    field_ = velocity_field(model, case.path)
+    if uses_samples(suite.metrics.names):
+        gen = generate(field_, inputs.x0, case.solver, case.path, suite.metrics.eval_batch,
+                       data.keeps_trajectories)
+    else:
+        gen = Generation(error=RuntimeError("no metric of this suite uses generated samples"))
+    s = Scoring(case.path, case.solver, field_, gen, inputs, suite.metrics,
+                case.task.gaussian_source, float(meta["train_time"]),
+                float(meta["coupling_time"]), data.device(), Path(job.cache_dir), shared)
+    values = evaluate(s, suite.metrics.names)
+    if gen.samples is not None:
+        try:
+            data.save_samples(Path(job.out_dir) / "samples" / case_file_stem(case), gen, inputs)
+        except StorageError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the numbers stand; only the pictures are lost
+            log.warning("samples of %s not saved: %s", case_file_stem(case), describe(e))
+    return values
