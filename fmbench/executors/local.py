@@ -88,9 +88,12 @@ class LocalExecutor:
 
     def describe(self) -> str:
         w = self.options.workers or default_workers()
-        return "local, in this process" if w == 1 else \
-            f"local, {w or 'one per GPU, else one per core:'} {len(placement(w, 10**6))} " \
-            "worker process(es)"
+        if w == 1:
+            return "local, in this process"
+        slots = placement(w, 10**6)
+        how = "" if w else " (one per GPU)" if slots[0]["env"] else " (one per core)"
+        return f"local, {len(slots)} worker process(es){how}, {slots[0]['threads']} torch " \
+               "thread(s) each"
 
     def run(self, job: UnitJob, units: list[WorkUnit], on_event: OnEvent
             ) -> Iterator[UnitOutcome]:
