@@ -5,7 +5,6 @@ model cache. Names are derived from the case, sanitised and bounded; writes are 
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from collections.abc import Callable
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 import torch
 
 from fmbench.paths.schedules import GaussianPath
-from fmbench.storage import atomic_write, set_aside
+from fmbench.storage import atomic_write, digest, set_aside
 from fmbench.train import MACHINE_ERRORS
 
 if TYPE_CHECKING:
@@ -42,7 +41,7 @@ def case_file_stem(case: Case) -> str:
     base = re.sub(r"[^A-Za-z0-9_.@=-]+", "_", f"{case.task.name}-{path_label(case.path)}-"
                   f"{case.solver.label()}").lstrip(".")
     if len(base) > STEM_MAX:
-        base = f"{base[:STEM_MAX - 13]}-{hashlib.sha256(base.encode()).hexdigest()[:12]}"
+        base = f"{base[:STEM_MAX - 13]}-{digest(base, 12)}"
     return f"{base}-seed{case.seed}"
 
 

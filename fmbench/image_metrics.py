@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -35,9 +34,8 @@ from fmbench.metrics import (
     Scoring,
     metric,
 )
-from fmbench.plan import digest
 from fmbench.solvers import SolverSpec
-from fmbench.storage import atomic_write
+from fmbench.storage import atomic_write, digest, file_digest
 
 FID_SETTINGS = ("n_eval", "fid_ref_n", "feature_extractor")
 KID_SETTINGS = (*FID_SETTINGS, "kid_subset_size")
@@ -81,11 +79,7 @@ def _weights_id(m) -> str:
     st = p.stat()
     key = (str(p), st.st_size, st.st_mtime_ns)
     if key not in _WEIGHT_DIGESTS:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _WEIGHT_DIGESTS[key] = f"inception-{h.hexdigest()[:16]}"
+        _WEIGHT_DIGESTS[key] = f"inception-{file_digest(p)}"
     return _WEIGHT_DIGESTS[key]
 
 

@@ -13,27 +13,21 @@ numbers, so they are the same on every machine, in every process and in every or
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fmbench.paths.schedules import GaussianPath
 from fmbench.solvers import SolverSpec
+from fmbench.storage import digest
 
 if TYPE_CHECKING:
     from fmbench.suite import Suite, Task
 
 
-def digest(obj, n: int = 16) -> str:
-    """The package's one content hash: sha256 of canonical JSON, first ``n`` hex digits."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
-
-
 def derived_seed(*parts) -> int:
     """A 32-bit seed derived from ``parts`` (the work unit, a role, a sample index …)."""
-    return int(hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:8], 16)
+    return int(digest(list(parts), 8), 16)
 
 
 # files whose code decides what a training configuration produces: a change to any of them
@@ -44,7 +38,7 @@ TRAINING_CODE = ("train.py", "models.py", "unet.py", "data.py", "image_data.py",
 
 def _training_code_digest() -> str:
     root = Path(__file__).parent
-    return hashlib.sha256(b"".join((root / f).read_bytes() for f in TRAINING_CODE)).hexdigest()[:16]
+    return digest(b"".join((root / f).read_bytes() for f in TRAINING_CODE))
 
 
 TRAIN_CODE_VERSION = _training_code_digest()

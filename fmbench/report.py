@@ -16,7 +16,6 @@ Text from those files is escaped (Markdown: ``md_escape``; HTML: ``html.escape``
 from __future__ import annotations
 
 import base64
-import hashlib
 import html
 import json
 import math
@@ -30,7 +29,7 @@ import pandas as pd
 
 from fmbench.compare import ResultsError, load_results, md_escape, read_run_json
 from fmbench.results import ResultStore, atomic_write_text, summarize
-from fmbench.storage import atomic_write
+from fmbench.storage import atomic_write, digest
 
 NOT_RANKED = {"w2_floor", "fid_floor", "kid_std", "nfe", "train_time", "sample_time",
               "coupling_time"}
@@ -330,8 +329,7 @@ def _slug(s: str) -> str:
     slug = "".join(c if (c.isascii() and c.isalnum()) or c in "-_." else "_" for c in s)
     if len(slug) <= SLUG_MAX:
         return slug
-    digest = hashlib.sha256(s.encode("utf-8", "surrogatepass")).hexdigest()[:10]
-    return f"{slug[:SLUG_MAX - 11]}-{digest}"
+    return f"{slug[:SLUG_MAX - 11]}-{digest(s, 10)}"
 
 
 # ------------------------------------------------------------------------------------ document

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 
 from fmbench.artifacts import path_label
 from fmbench.metrics import METRICS, NotApplicable, NotApplicableValue, Scoring, compute
-from fmbench.plan import Case, digest
+from fmbench.plan import Case
 from fmbench.schema import SCHEMA_VERSION
-from fmbench.storage import StorageError
+from fmbench.storage import StorageError, digest
 from fmbench.validation import one_line
 
 if TYPE_CHECKING:

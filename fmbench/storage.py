@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -47,6 +48,27 @@ class StorageError(RuntimeError):
 
 class LockHeld(StorageError):
     """Another live fmbench process holds the folder's lock."""
+
+
+def digest(obj: object, n: int = 16) -> str:
+    """The package's one content hash: the first ``n`` hex digits of sha256 — of the bytes, of the
+    text (UTF-8), or of anything else as canonical JSON (sorted keys; ``str`` for the rest)."""
+    if isinstance(obj, bytes):
+        data = obj
+    elif isinstance(obj, str):
+        data = obj.encode("utf-8", "surrogatepass")
+    else:
+        data = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(data).hexdigest()[:n]
+
+
+def file_digest(path: Path | str, n: int = 16) -> str:
+    """:func:`digest` of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:n]
 
 
 def _host() -> str:
