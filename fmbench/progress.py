@@ -3,7 +3,8 @@
 - On a terminal: a rich progress bar over the cases and one bar per model in training.
 - Otherwise (CI, nohup, SLURM logs): plain, timestamped lines — a unit started, its training at
   every tenth of the steps, a unit finished (cases, wall time, headline metrics) or failed.
-- Always: the same lines appended to ``run.log`` in the results folder.
+- Always: the same lines appended to ``run.log`` in the results folder, with fmbench's warnings
+  (files set aside, workers lost), workers' included.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ class RunProgress:
         for h in self.handlers:
             h.setFormatter(fmt)
             self.log.addHandler(h)
+        self.warnings = logging.getLogger("fmbench")  # files set aside, workers lost, …
+        self.warnings.addHandler(self.handlers[0])
         self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                             MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                             TimeElapsedColumn(), TimeRemainingColumn(), console=console,
@@ -72,6 +75,7 @@ class RunProgress:
 
     def __exit__(self, *exc) -> None:
         self.bar.__exit__(*exc)
+        self.warnings.removeHandler(self.handlers[0])
         for h in self.handlers:
             self.log.removeHandler(h)
             h.close()

@@ -123,6 +123,10 @@ def _worker(conn, job: UnitJob, env: dict, threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+    logger = logging.getLogger("fmbench")  # warnings (files set aside, …) go to the coordinator
+    logger.addHandler(_Forward(conn))
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
     while True:
         try:
             unit = conn.recv()
@@ -138,6 +142,20 @@ def _worker(conn, job: UnitJob, env: dict, threads: int) -> None:
                 conn.send(("error", e))
             except Exception:  # noqa: BLE001 - an unpicklable exception: its text then
                 conn.send(("error", RuntimeError(f"{type(e).__name__}: {e}")))
+
+
+class _Forward(logging.Handler):
+    """A worker's log records, sent to the coordinator, which logs them as its own."""
+
+    def __init__(self, conn):
+        super().__init__()
+        self.conn = conn
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.conn.send(("log", (record.levelno, record.getMessage())))
+        except Exception:  # noqa: BLE001 - a log line must never fail the work
+            pass
 
 
 @dataclass
@@ -186,6 +204,9 @@ class _Pool:
                     kind, payload = self._receive(slot, ready)
                     if kind == "event":
                         self.on_event(payload)
+                        continue
+                    if kind == "log":
+                        log.log(*payload)
                         continue
                     if kind == "error":
                         raise payload
