@@ -38,7 +38,6 @@ NOT_RANKED = {"w2_floor", "fid_floor", "kid_std", "nfe", "train_time", "sample_t
               "coupling_time"}
 FAILED_TITLE = "Failed or not applicable (why the tables show a dash)"
 SET_ASIDE_TITLE = "Set aside"
-SLUG_MAX = 80  # characters of a task name in a figure's file name
 
 
 def _cell(mean: float, std: float) -> str:
