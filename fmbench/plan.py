@@ -32,8 +32,8 @@ def derived_seed(*parts) -> int:
 
 # files whose code decides what a training configuration produces: a change to any of them
 # means cached models are never reused
-TRAINING_CODE = ("train.py", "models.py", "unet.py", "data.py", "image_data.py", "image_tasks.py",
-                 "paths/schedules.py", "paths/couplings.py")
+TRAINING_CODE = ("train.py", "models.py", "unet.py", "data.py", "image_data.py", "cifar_pickle.py",
+                 "image_tasks.py", "paths/schedules.py", "paths/couplings.py")
 
 
 def _training_code_digest() -> str:
