@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 a run finished with failed cases, 2 unusable input (bad
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -178,12 +179,15 @@ def cmd_check(args, console: Console) -> int:
 
 
 def cmd_merge(args, console: Console) -> int:
-    from fmbench.compare import load_results, merge
+    from fmbench.compare import load_results, merge, merged_meta
     from fmbench.results import atomic_write_text
 
     df = merge([load_results(p) for p in args.results])  # strict: bad input → ResultsError
     out = Path(args.out)
     atomic_write_text(out / "results.csv" if not out.suffix else out, df.to_csv(index=False))
+    if not out.suffix:  # a folder: run.json says where the rows came from (and check's settings)
+        atomic_write_text(out / "run.json", json.dumps(merged_meta(args.results), indent=2,
+                                                       default=str))
     console.print(f"merged {len(args.results)} result set(s): {len(df)} rows → {out}",
                   markup=False, highlight=False)
     return 0

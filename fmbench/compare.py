@@ -22,7 +22,8 @@ import io
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ import pandas as pd
 from scipy import stats
 
 from fmbench.schema import SCHEMA_VERSION, BadRow, parse_row
+from fmbench.validation import FieldError, short_repr
 
 KEY = ["task", "source", "target", "path", "path_params", "objective", "coupling", "solver",
        "solver_params", "metric"]
@@ -162,11 +164,64 @@ class Comparison:
         return self.status == "missing" and self.missing_in == "B"
 
 
+def _setting(value: object, *, probability: bool = False) -> float:
+    """A threshold (finite, >= 0) or, with ``probability``, an alpha in (0, 1); ValueError
+    saying what is allowed otherwise. The one rule for these settings, wherever they come from:
+    a suite's [check] table, run.json, the command line."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    try:
+        x = float(value) if number else math.nan
+    except OverflowError:
+        x = math.nan
+    if not (math.isfinite(x) and (0 < x < 1 if probability else x >= 0)):
+        want = "a number in (0, 1)" if probability else "a finite number >= 0"
+        raise ValueError(f"must be {want}, got {short_repr(value)}")
+    return x
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    """What ``fmbench check`` counts as a regression: the suite's ``[check]`` table, resolved
+    (defaults included). run.json stores :meth:`to_json` of it as ``check``; ``check`` reads it
+    back (:func:`check_config`). Checked when made (FieldError naming the setting)."""
+
+    threshold: float = 0.10  # relative change that counts
+    alpha: float = 0.05  # significance level of the Welch t-test (>= 3 seeds a side)
+    thresholds: dict[str, float] = field(  # per metric, instead of threshold
+        default_factory=dict, metadata={"entries": "metric = relative threshold"})
+
+    def __post_init__(self) -> None:
+        for name, probability in (("threshold", False), ("alpha", True)):
+            try:
+                object.__setattr__(self, name, _setting(getattr(self, name),
+                                                        probability=probability))
+            except ValueError as e:
+                raise FieldError(name, str(e)) from None
+        if not isinstance(self.thresholds, dict):
+            raise FieldError("thresholds", f"must map metric names to thresholds, got "
+                                           f"{short_repr(self.thresholds)}")
+        out = {}
+        for k, v in self.thresholds.items():
+            try:
+                out[str(k)] = _setting(v)
+            except ValueError as e:
+                raise FieldError(("thresholds", k), str(e)) from None
+        object.__setattr__(self, "thresholds", out)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict) -> CheckSettings:
+        """From run.json's ``check`` (keys it does not know are ignored; missing ones default)."""
+        return cls(**{f.name: obj[f.name] for f in dataclass_fields(cls) if f.name in obj})
+
+
 @dataclass
 class CompareConfig:
-    threshold: float = 0.10  # relative change that counts
+    threshold: float = CheckSettings.threshold  # relative change that counts
     thresholds: dict[str, float] = field(default_factory=dict)  # per metric
-    alpha: float = 0.05
+    alpha: float = CheckSettings.alpha
     include_times: bool = False
 
     def for_metric(self, metric: str) -> float:
@@ -330,6 +385,29 @@ def merge(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return df.sort_values("_order").drop(columns=["_ok", "_order"]).reset_index(drop=True)
 
 
+def merged_meta(paths: list[str | Path]) -> dict:
+    """run.json of a merged folder: where its rows came from (each input's suite, commit, status,
+    executor and devices), and the inputs' ``check`` settings when they agree (so ``fmbench
+    check`` on the merged folder uses them); inputs given as CSV files carry no metadata."""
+    from fmbench.results import SCHEMA_VERSION, now
+
+    sources, checks = [], []
+    for p in paths:
+        meta = read_run_json(p) if Path(p).is_dir() else {}
+        sources.append({"path": str(p), **{k: meta.get(k) for k in
+                                           ("suite", "git", "status", "executor", "devices")}})
+        if isinstance(meta.get("check"), dict):
+            checks.append(CheckSettings.from_json(meta["check"]).to_json())
+    suites = sorted({s["suite"] for s in sources if isinstance(s["suite"], str)})
+    out = {"schema_version": SCHEMA_VERSION, "status": "merged", "merged": now(),
+           "sources": sources}
+    if len(suites) == 1:
+        out["suite"] = suites[0]
+    if checks and all(c == checks[0] for c in checks):
+        out["check"] = checks[0]
+    return out
+
+
 def read_run_json(folder: str | Path) -> dict:
     """The run.json of a results directory as an object; {} when there is none."""
     from fmbench.results import CorruptFile, ResultStore
@@ -340,22 +418,9 @@ def read_run_json(folder: str | Path) -> dict:
         raise ResultsError(f"{Path(folder) / 'run.json'}: {e}") from None
 
 
-def _setting(value: object, name: str, *, probability: bool = False) -> float:
-    """A threshold (finite, >= 0) or, with ``probability``, an alpha in (0, 1)."""
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    try:
-        x = float(value) if number else math.nan
-    except OverflowError:
-        x = math.nan
-    if not (math.isfinite(x) and (0 < x < 1 if probability else x >= 0)):
-        want = "a number in (0, 1)" if probability else "a finite number >= 0"
-        raise ResultsError(f"{name} must be {want}, got {value!r}")
-    return x
-
-
-def _suite_check(results_path: str | Path) -> tuple[dict, str]:
-    """The run's [check] table and its name: run.json's ``check``, else ``resolved_suite.check``
-    (runs written before run.json carried ``check``)."""
+def _suite_check(results_path: str | Path) -> CheckSettings:
+    """The run's check settings: run.json's ``check``, else ``resolved_suite.check`` (runs
+    written before run.json carried ``check``); the defaults when there is neither."""
     folder = Path(results_path)
     meta = read_run_json(folder) if folder.is_dir() else {}
     where = f"{folder / 'run.json'}: "
@@ -367,28 +432,28 @@ def _suite_check(results_path: str | Path) -> tuple[dict, str]:
             raise ResultsError(f"{where}resolved_suite is not a JSON object")
         table, where = suite.get("check", {}), where + "resolved_suite.check"
     if not isinstance(table, dict | None):
-        raise ResultsError(f"{where} must be a JSON object, got {table!r}")
+        raise ResultsError(f"{where} must be a JSON object, got {short_repr(table)}")
     thresholds = (table or {}).get("thresholds", {})
     if not isinstance(thresholds, dict):
         raise ResultsError(f"{where}.thresholds must be a JSON object of metric: threshold, got "
-                           f"{thresholds!r}")
-    return table or {}, where
+                           f"{short_repr(thresholds)}")
+    try:
+        return CheckSettings.from_json(table or {})
+    except FieldError as e:
+        raise ResultsError(f"{where}.{'.'.join(map(str, e.path))} {e.message}") from None
 
 
 def check_config(results_path: str | Path | None, threshold: float | None = None,
                  alpha: float | None = None, include_times: bool = False) -> CompareConfig:
     """Validated settings for ``fmbench check`` / ``compare``: command line first, then the
-    run's [check] table (none when ``results_path`` is None)."""
-    cfg = CompareConfig(include_times=include_times)
-    table, where = _suite_check(results_path) if results_path is not None else ({}, "")
-    if "threshold" in table:
-        cfg.threshold = _setting(table["threshold"], f"{where}.threshold")
-    if "alpha" in table:
-        cfg.alpha = _setting(table["alpha"], f"{where}.alpha", probability=True)
-    cfg.thresholds = {str(k): _setting(v, f"{where}.thresholds.{k}")
-                      for k, v in table.get("thresholds", {}).items()}
-    if threshold is not None:
-        cfg.threshold, cfg.thresholds = _setting(threshold, "--threshold"), {}
-    if alpha is not None:
-        cfg.alpha = _setting(alpha, "--alpha", probability=True)
-    return cfg
+    run's check settings (the defaults when ``results_path`` is None)."""
+    run = _suite_check(results_path) if results_path is not None else CheckSettings()
+    try:
+        if threshold is not None:
+            run = replace(run, threshold=threshold, thresholds={})
+        if alpha is not None:
+            run = replace(run, alpha=alpha)
+    except FieldError as e:
+        raise ResultsError(f"--{e.path[0]} {e.message}") from None
+    return CompareConfig(threshold=run.threshold, thresholds=dict(run.thresholds), alpha=run.alpha,
+                         include_times=include_times)

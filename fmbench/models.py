@@ -1,11 +1,23 @@
-"""Networks v_θ(x, t). ``MLP`` for low-dimensional data (time concatenated to the input)."""
+"""Networks v_θ(x, t) and the model kinds a suite's ``[model]`` table chooses from.
+
+``MLP`` for low-dimensional data (time concatenated to the input); the U-Net for images lives in
+:mod:`fmbench.unet`. Each kind in :data:`MODELS` owns its settings dataclass, which checks itself
+(:class:`~fmbench.validation.FieldError` naming the setting); suite.py binds ``[model]`` to it.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
 from fmbench.registry import Registry
+from fmbench.unet import PRESETS as UNET_PRESETS
+from fmbench.unet import UNet, UNetConfig
+from fmbench.validation import FieldError, Range, check_ranges, unknown_name
 
 ACTIVATIONS: Registry[type[nn.Module]] = Registry("activation")
 for _name, _cls in {
@@ -38,23 +50,73 @@ class MLP(nn.Module):
         return self.net(torch.cat([x, t[:, None]], 1))
 
 
-# model kinds: name → builder(model config, data shape) → network v(x, t). suite.py binds
-# [model] to the kind's config; tasks say which kinds can learn their data.
-MODELS: Registry = Registry("model kind")
+MLP_RANGES = {"width": Range(1), "depth": Range(1)}
 
 
-@MODELS.register("mlp")
-def _mlp(cfg, shape: tuple[int, ...]) -> nn.Module:
+@dataclass(frozen=True)
+class MLPConfig:
+    """``[model]`` with ``kind = "mlp"``; checked when made (FieldError naming the setting)."""
+
+    width: int = 64
+    depth: int = 3  # hidden layers
+    activation: str = "selu"  # a name in ACTIVATIONS
+
+    def __post_init__(self) -> None:
+        check_ranges(self, MLP_RANGES)
+        if not isinstance(self.activation, str) or self.activation not in ACTIVATIONS:
+            raise FieldError("activation", unknown_name(ACTIVATIONS, str(self.activation)))
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """A model kind: its settings dataclass (all fields with defaults; it checks its values),
+    named starting points for them (``[model] preset = …``), and the network builder
+    ``build(settings, data shape without the batch axis) → v(x, t)``."""
+
+    config: type
+    build: Callable[[Any, tuple[int, ...]], nn.Module]
+    presets: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+# model kinds: suite.py binds [model] to the kind's config; tasks say which kinds can learn their
+# data (fmbench.tasks)
+MODELS: Registry[ModelKind] = Registry("model kind")
+
+
+def _mlp(cfg: MLPConfig, shape: tuple[int, ...]) -> nn.Module:
     return MLP(shape[0], cfg.width, cfg.depth, cfg.activation)
 
 
-@MODELS.register("unet")
-def _unet(cfg, shape: tuple[int, ...]) -> nn.Module:
-    from fmbench.unet import UNet
-
-    return UNet(shape[0], (shape[1], shape[2]), cfg.unet)
+def _unet(cfg: UNetConfig, shape: tuple[int, ...]) -> nn.Module:
+    return UNet(shape[0], (shape[1], shape[2]), cfg)
 
 
-def build_model(cfg, shape: tuple[int, ...]) -> nn.Module:
+MODELS.register("mlp")(ModelKind(MLPConfig, _mlp,
+                                 description="MLP on (x, t) for low-dimensional data"))
+MODELS.register("unet")(ModelKind(UNetConfig, _unet, UNET_PRESETS,
+                                  description="ADM-style U-Net for images"))
+
+DEFAULT_KIND = "mlp"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The suite's model: a kind and that kind's settings (its config dataclass; None = its
+    defaults). ``dataclasses.asdict`` of it is JSON (it is hashed into model keys)."""
+
+    kind: str = DEFAULT_KIND
+    options: Any = None
+
+    def __post_init__(self) -> None:
+        cls = MODELS.get(self.kind).config
+        if self.options is None:
+            object.__setattr__(self, "options", cls())
+        elif not isinstance(self.options, cls):
+            raise TypeError(f"{self.kind} models take {cls.__name__} options, got "
+                            f"{type(self.options).__name__}")
+
+
+def build_model(cfg: ModelConfig, shape: tuple[int, ...]) -> nn.Module:
     """A new network of the configured kind for data of ``shape`` (without the batch axis)."""
-    return MODELS.get(cfg.kind)(cfg, shape)
+    return MODELS.get(cfg.kind).build(cfg.options, shape)

@@ -72,7 +72,7 @@ def run_suite(suite, out_dir: str | Path, resume: bool = False,
     all_cases = cases(suite)
     definition = suite_definition(suite)
     meta = {"suite": suite.name, "suite_file": suite.file, "resolved_suite": definition,
-            "check": suite.check, "executor": executor.describe(), "seeds": list(suite.seeds),
+            "check": suite.check.to_json(), "executor": executor.describe(), "seeds": list(suite.seeds),
             "data_seed": suite.data_seed, "git": git_commit(), "environment": environment()}
     with ResultsSession.open(out_dir, meta, definition, [c.case_id for c in all_cases],
                              resume=resume, overwrite=overwrite, force=force) as session:

@@ -20,6 +20,7 @@ import torch
 from torchdiffeq import odeint
 
 from fmbench.registry import Registry
+from fmbench.validation import FieldError, Range, check_ranges
 
 
 @dataclass(frozen=True)
@@ -46,33 +47,43 @@ for _info in [
     SOLVERS.register(_info.method)(_info)
 
 
+DEFAULT_TOL = 1e-5  # rtol and atol of an adaptive solver when not given
+
+
 @dataclass(frozen=True)
 class SolverSpec:
-    """What a suite asks for: a method and either steps/NFE budget (fixed) or rtol/atol (adaptive)."""
+    """What a suite asks for: a method and either steps/NFE budget (fixed) or rtol/atol (adaptive).
+
+    Checked when made: a FieldError names the setting that is wrong (or missing)."""
 
     method: str
     steps: int | None = None
     nfe: int | None = None
-    rtol: float = 1e-5
-    atol: float = 1e-5
+    rtol: float | None = None  # adaptive only; None = DEFAULT_TOL
+    atol: float | None = None
 
     def __post_init__(self):
         info = SOLVERS.get(self.method)
+        given = [k for k in ("steps", "nfe", "rtol", "atol") if getattr(self, k) is not None]
         if info.adaptive:
-            if self.steps is not None or self.nfe is not None:
-                raise ValueError(f"{self.method} is adaptive: give rtol/atol, not steps or nfe")
-            if not (self.rtol > 0 and self.atol > 0):
-                raise ValueError("rtol and atol must be > 0")
-        else:
-            if (self.steps is None) == (self.nfe is None):
-                raise ValueError(f"{self.method} is fixed-step: give exactly one of steps or nfe")
-            if self.steps is not None and self.steps < 1:
-                raise ValueError(f"steps must be >= 1, got {self.steps}")
-            if self.nfe is not None and self.nfe < info.evals_per_step:
-                raise ValueError(
-                    f"an NFE budget of {self.nfe} is below one {self.method} step "
-                    f"({info.evals_per_step} evaluations)"
-                )
+            for bad in ("steps", "nfe"):
+                if bad in given:
+                    raise FieldError(bad, f"{self.method} is adaptive: give rtol/atol instead")
+            for k in ("rtol", "atol"):
+                if k not in given:
+                    object.__setattr__(self, k, DEFAULT_TOL)
+            check_ranges(self, {"rtol": Range(0, lo_open=True), "atol": Range(0, lo_open=True)})
+            return
+        for bad in ("rtol", "atol"):
+            if bad in given:
+                raise FieldError(bad, f"{self.method} is fixed-step: give steps or nfe instead")
+        if ("steps" in given) == ("nfe" in given):
+            raise ValueError(f"{self.method} is fixed-step: give exactly one of steps or nfe")
+        if self.steps is not None:
+            check_ranges(self, {"steps": Range(1)})
+        elif self.nfe < info.evals_per_step:
+            raise FieldError("nfe", f"an NFE budget of {self.nfe} is below one {self.method} step "
+                                    f"({info.evals_per_step} evaluations)")
 
     @property
     def info(self) -> SolverInfo:

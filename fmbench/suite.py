@@ -9,22 +9,22 @@ from __future__ import annotations
 import json
 import os
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import fmbench.image_metrics  # noqa: F401  (registers fid, kid, bpd)
+from fmbench.compare import CheckSettings
 from fmbench.data import DATASETS
 from fmbench.executors import EXECUTORS
 from fmbench.image_tasks import IMAGE_DATASETS
 from fmbench.metrics import METRICS, METRICS_LO, MetricsConfig, computable_metrics
-from fmbench.models import ACTIVATIONS
+from fmbench.models import DEFAULT_KIND, MODELS, ModelConfig
 from fmbench.paths.couplings import COUPLINGS
 from fmbench.paths.schedules import PATHS, GaussianPath
 from fmbench.plan import Case
 from fmbench.solvers import SOLVERS, SolverSpec
 from fmbench.tasks import kind_of
 from fmbench.train import TrainConfig
-from fmbench.unet import PRESETS, UNetConfig
 from fmbench.validation import (
     SEED_MAX,
     STRICT_ENV,
@@ -36,7 +36,8 @@ from fmbench.validation import (
     short_repr,
 )
 
-__all__ = ["Case", "Suite", "SuiteError", "Task", "load_suite", "parse_suite"]  # Case: plan.py
+__all__ = ["Case", "CheckSettings", "ModelConfig", "Suite", "SuiteError", "Task", "load_suite",
+           "parse_suite"]  # Case: plan.py; ModelConfig: models.py; CheckSettings: compare.py
 
 
 @dataclass(frozen=True)
@@ -67,15 +68,6 @@ class Task:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    kind: str = "mlp"  # mlp (2D) | unet (images)
-    width: int = 64
-    depth: int = 3
-    activation: str = "selu"
-    unet: UNetConfig | None = None
-
-
-@dataclass(frozen=True)
 class ExecutorConfig:
     """The suite's ``[executor]`` table: where work units run (fmbench.executors); it never
     changes a number, so it is not part of the suite's definition."""
@@ -98,7 +90,7 @@ class Suite:
     solvers: tuple[SolverSpec, ...]
     metrics: MetricsConfig
     raw: dict = field(compare=False, hash=False, repr=False, default_factory=dict)
-    check: dict = field(compare=False, hash=False, default_factory=dict)  # fmbench check settings
+    check: CheckSettings = field(compare=False, hash=False, default_factory=CheckSettings)
     executor: ExecutorConfig = field(compare=False, default_factory=ExecutorConfig)
 
     def skipped(self) -> list[str]:
@@ -139,48 +131,28 @@ def _build_path(v: Validator, entry: dict, key: str) -> GaussianPath:
 
 
 def _build_solvers(v: Validator, entry: dict, key: str) -> list[SolverSpec]:
-    v.table(entry, key, {"name", "steps", "nfe", "rtol", "atol"}, {"name"})
+    """[[solver]]: a name or a list of names; each other key a SolverSpec field, with one value
+    or a list (a sweep: lists are walked together, a single value goes with every position)."""
+    params = [f.name for f in fields(SolverSpec) if f.name != "method"]
+    v.table(entry, key, {"name", *params}, {"name"})
     names = [v.name(n, f"{key}.name", SOLVERS) for n in v.list_of(entry["name"], f"{key}.name")]
+    sweep = {k: v.list_of(entry[k], join_key(key, k)) for k in params if k in entry}
     out = []
-    for n in names:
-        if SOLVERS.get(n).adaptive:
-            out += _adaptive_specs(v, n, entry, key)
-        else:
-            out += _fixed_step_specs(v, n, entry, key)
+    for name in names:
+        for i in range(max(map(len, sweep.values()), default=1)):
+            at_i = {k: vals[i] if len(vals) > 1 else vals[0] for k, vals in sweep.items()}
+            out.append(v.bind(SolverSpec, {"method": name, **at_i}, key))
+            if len(out) == 1:  # the spec's own complaint first (e.g. both steps and nfe given)
+                _check_sweep(v, sweep, key)
     return out
 
 
-def _adaptive_specs(v: Validator, n: str, entry: dict, key: str) -> list[SolverSpec]:
-    for bad in ("steps", "nfe"):
-        if bad in entry:
-            raise v.err(f"{key}.{bad}", f"{n} is adaptive: give rtol/atol instead")
-    rtols = v.list_of(entry.get("rtol", 1e-5), f"{key}.rtol")
-    atols = v.list_of(entry.get("atol", 1e-5), f"{key}.atol")
-    if len(atols) not in (1, len(rtols)):
-        raise v.err(f"{key}.atol", "must be one number or a list as long as rtol")
-    out = []
-    for j, r in enumerate(rtols):
-        a = atols[j] if len(atols) > 1 else atols[0]
-        out.append(SolverSpec(n, rtol=v.scalar(r, f"{key}.rtol", float, 0, lo_open=True),
-                              atol=v.scalar(a, f"{key}.atol", float, 0, lo_open=True)))
-    return out
-
-
-def _fixed_step_specs(v: Validator, n: str, entry: dict, key: str) -> list[SolverSpec]:
-    for bad in ("rtol", "atol"):
-        if bad in entry:
-            raise v.err(f"{key}.{bad}", f"{n} is fixed-step: give steps or nfe instead")
-    if ("steps" in entry) == ("nfe" in entry):
-        raise v.err(key, f"{n} is fixed-step: give exactly one of 'steps' or 'nfe'")
-    kind = "steps" if "steps" in entry else "nfe"
-    out = []
-    for val in v.list_of(entry[kind], f"{key}.{kind}"):
-        val = v.scalar(val, f"{key}.{kind}", int, 1)
-        try:
-            out.append(SolverSpec(n, **{kind: val}))
-        except ValueError as e:
-            raise v.err(f"{key}.{kind}", one_line(e)) from None
-    return out
+def _check_sweep(v: Validator, sweep: dict[str, list], key: str) -> None:
+    lists = [(k, len(vals)) for k, vals in sweep.items() if len(vals) > 1]
+    for k, n in lists[1:]:
+        if n != lists[0][1]:
+            raise v.err(join_key(key, k), f"must be one value or a list as long as "
+                                          f"{lists[0][0]} ({lists[0][1]} values), got {n} values")
 
 
 SUITE_KEYS = {"suite", "task", "model", "training", "path", "solver", "metrics", "check",
@@ -228,35 +200,13 @@ def _build_image_task(v: Validator, t: dict, key: str, tgt: str) -> Task:
     return Task(name, "gaussian", tgt, tuple(sorted(opts.items())), str(base.resolve()))
 
 
-UNET_KEYS = {"channels": int, "num_res_blocks": int, "num_head_channels": int, "dropout": float}
-UNET_LO = {"channels": 32, "num_res_blocks": 0, "num_head_channels": 1, "dropout": 0}
-
-
-def _build_model(v: Validator, m: dict) -> ModelConfig:
+def _build_model(v: Validator, m) -> ModelConfig:
+    """[model]: ``kind`` (a registered model kind) and that kind's settings."""
     v.table(m, "model")
-    kind = v.choice(m.get("kind", "mlp"), "model.kind", ("mlp", "unet"))
-    if kind == "mlp":
-        v.table(m, "model", {"kind", "width", "depth", "activation"})
-        return ModelConfig(
-            kind="mlp", width=v.scalar(m.get("width", 64), "model.width", int, 1),
-            depth=v.scalar(m.get("depth", 3), "model.depth", int, 1),
-            activation=v.name(m.get("activation", "selu"), "model.activation", ACTIVATIONS))
-    v.table(m, "model", {"kind", "preset", "channel_mult", "attention_resolutions", *UNET_KEYS})
-    preset = v.choice(m.get("preset", "cifar-tong"), "model.preset", PRESETS)
-    over = {k: v.scalar(m[k], f"model.{k}", typ, UNET_LO[k]) for k, typ in UNET_KEYS.items()
-            if k in m}
-    if over.get("dropout", 0) >= 1:
-        raise v.err("model.dropout", f"must be in [0, 1), got {over['dropout']}")
-    for k in ("channel_mult", "attention_resolutions"):
-        if k in m:
-            if not isinstance(m[k], list) or (k == "channel_mult" and not m[k]):
-                raise v.err(f"model.{k}", f"must be a {'non-empty ' * (k == 'channel_mult')}"
-                                          f"list of integers, got {short_repr(m[k])}")
-            over[k] = tuple(v.scalar(x, f"model.{k}", int, 1) for x in m[k])
-    cfg = replace(PRESETS[preset], **over)
-    if cfg.channels % 32:
-        raise v.err("model.channels", f"must be a multiple of 32, got {cfg.channels}")
-    return ModelConfig(kind="unet", unet=cfg)
+    kind = v.name(m.get("kind", DEFAULT_KIND), "model.kind", MODELS)
+    d = MODELS.get(kind)
+    return ModelConfig(kind, v.bind(d.config, m, "model", skip=frozenset({"kind"}),
+                                    presets=d.presets))
 
 
 def parse_suite(data: dict, file: str = "<suite>") -> Suite:
@@ -301,7 +251,7 @@ def _parse_suite(data: dict, file: str) -> Suite:
         raise v.err("solver", "the same solver configuration is listed twice")
     metrics = _build_metrics(v, data.get("metrics", {}))
     suite = Suite(
-        check=_build_check(v, data.get("check", {}), metrics.names), file=file, name=name,
+        check=_build_check(v, data.get("check", {})), file=file, name=name,
         description=v.scalar(s.get("description", ""), "suite.description", str),
         seeds=seeds, data_seed=v.scalar(s.get("data_seed", 12345), "suite.data_seed", int, 0,
                                         SEED_MAX),
@@ -325,33 +275,8 @@ def _build_tasks(v: Validator, value) -> list[Task]:
     return tasks
 
 
-# training fields that may be 0 (0 = off); other numbers must be positive
-TRAINING_ZERO_OK = {"weight_decay", "grad_clip", "warmup_steps", "ema_decay", "checkpoint_every"}
-
-
-def _training_bounds(k: str, typ: type) -> dict:
-    if typ in (str, bool):
-        return {}
-    if k in TRAINING_ZERO_OK:
-        return {"lo": 0}
-    return {"lo": 1} if typ is int else {"lo": 0, "lo_open": True}
-
-
 def _build_training(v: Validator, tr) -> TrainConfig:
-    tfields = TrainConfig.__dataclass_fields__
-    v.table(tr, "training", set(tfields))
-    targs = {}
-    for k, val in tr.items():
-        typ = annotation_type(tfields[k].type)
-        targs[k] = v.scalar(val, f"training.{k}", typ, **_training_bounds(k, typ))
-    if "optimizer" in targs:
-        v.choice(targs["optimizer"], "training.optimizer", ("adam", "adamw"))
-    training = TrainConfig(**targs)
-    try:
-        training.check()
-    except ValueError as e:
-        raise v.err("training", one_line(e)) from None
-    return training
+    return v.bind(TrainConfig, tr, "training")
 
 
 def _build_metrics(v: Validator, mt) -> MetricsConfig:
@@ -399,23 +324,12 @@ def _build_executor(v: Validator, e) -> ExecutorConfig:
     return ExecutorConfig(name, opts(**args))
 
 
-def _build_check(v: Validator, c, metric_names: tuple[str, ...]) -> dict:
-    """[check]: threshold (relative change that counts), alpha, per-metric thresholds."""
-    v.table(c, "check", {"threshold", "alpha", "thresholds"})
-    out: dict = {}
-    if "threshold" in c:
-        out["threshold"] = v.scalar(c["threshold"], "check.threshold", float, 0)
-    if "alpha" in c:
-        out["alpha"] = v.scalar(c["alpha"], "check.alpha", float, 0, 1, lo_open=True)
-    th = c.get("thresholds", {})
-    if not isinstance(th, dict):
-        raise v.err("check.thresholds", f"must be a table of metric = relative threshold, "
-                                        f"got {short_repr(th)}")
-    out["thresholds"] = {}
-    for k, val in th.items():
+def _build_check(v: Validator, c) -> CheckSettings:
+    """[check]: fmbench check's settings (fmbench.compare); per-metric thresholds name metrics."""
+    settings = v.bind(CheckSettings, c, "check")
+    for k in settings.thresholds:
         v.name(k, join_key("check.thresholds", k), METRICS)
-        out["thresholds"][k] = v.scalar(val, join_key("check.thresholds", k), float, 0)
-    return out
+    return settings
 
 
 def _read_toml(file: str) -> dict:

@@ -27,6 +27,7 @@ import torch
 from fmbench.paths.couplings import Coupling
 from fmbench.paths.schedules import GaussianPath
 from fmbench.storage import atomic_write
+from fmbench.validation import FieldError, Range, check_ranges, short_repr
 
 
 class TrainingFailed(RuntimeError):
@@ -46,12 +47,25 @@ class CorruptCheckpoint(RuntimeError):
         super().__init__(f"{file}: {reason}")
 
 
+OPTIMIZERS = ("adam", "adamw")
+
+# the allowed values of TrainConfig's numbers (0 = off where 0 is allowed); TrainConfig checks them
+TRAIN_RANGES = {
+    "steps": Range(1), "batch_size": Range(1), "lr": Range(0, lo_open=True),
+    "weight_decay": Range(0), "grad_clip": Range(0), "warmup_steps": Range(0),
+    "ema_decay": Range(0, 1, hi_open=True), "checkpoint_every": Range(0), "log_every": Range(1),
+    "divergence_factor": Range(0, lo_open=True),
+}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
+    """The suite's ``[training]`` table; checked when made (FieldError naming the setting)."""
+
     steps: int = 20000
     batch_size: int = 512
     lr: float = 1e-3
-    optimizer: str = "adamw"  # adam | adamw
+    optimizer: str = "adamw"  # one of OPTIMIZERS
     weight_decay: float = 0.01
     grad_clip: float = 0.0  # 0 = off
     warmup_steps: int = 0
@@ -62,11 +76,14 @@ class TrainConfig:
     log_every: int = 100
     divergence_factor: float = 1e6  # loss above factor × first loss counts as divergence
 
+    def __post_init__(self) -> None:
+        self.check()
+
     def check(self) -> None:
-        if self.optimizer not in ("adam", "adamw"):
-            raise ValueError(f"optimizer must be 'adam' or 'adamw', got {self.optimizer!r}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        check_ranges(self, TRAIN_RANGES)
+        if self.optimizer not in OPTIMIZERS:
+            raise FieldError("optimizer", f"must be {' or '.join(map(repr, OPTIMIZERS))}, got "
+                                          f"{short_repr(self.optimizer)}")
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:

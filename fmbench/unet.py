@@ -20,9 +20,18 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from fmbench.validation import FieldError, Range, check_ranges, short_repr
+
+# the allowed values of UNetConfig's numbers other than channels (checked by UNetConfig)
+UNET_RANGES = {"num_res_blocks": Range(0), "num_head_channels": Range(1),
+               "dropout": Range(0, 1, hi_open=True)}
+
 
 @dataclass(frozen=True)
 class UNetConfig:
+    """The U-Net's settings (``[model]`` with ``kind = "unet"``, over a preset); checked when made
+    (FieldError naming the setting)."""
+
     channels: int = 128
     channel_mult: tuple[int, ...] = (1, 2, 2, 2)
     num_res_blocks: int = 2
@@ -30,9 +39,23 @@ class UNetConfig:
     num_head_channels: int = 64
     dropout: float = 0.1
 
+    def __post_init__(self) -> None:
+        c = self.channels
+        if isinstance(c, bool) or not isinstance(c, int) or c < 32 or c % 32:
+            raise FieldError("channels", f"must be a positive multiple of 32 (GroupNorm), got "
+                                         f"{short_repr(c)}")
+        check_ranges(self, UNET_RANGES)
+        if not self.channel_mult:
+            raise FieldError("channel_mult", "must not be empty (one multiplier per resolution "
+                                             "level)")
+        for k in ("channel_mult", "attention_resolutions"):
+            if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 1
+                       for x in getattr(self, k)):
+                raise FieldError(k, f"must be integers >= 1, got "
+                                    f"{short_repr(list(getattr(self, k)))}")
+
     def check(self, image_size: int) -> None:
-        if self.channels % 32:
-            raise ValueError(f"channels must be a multiple of 32 (GroupNorm), got {self.channels}")
+        """The configuration fits square images of side ``image_size``."""
         if image_size % 2 ** (len(self.channel_mult) - 1):
             raise ValueError(f"image size {image_size} is not divisible by "
                              f"2^{len(self.channel_mult) - 1} (channel_mult {self.channel_mult})")

@@ -12,6 +12,7 @@ import math
 import re
 import reprlib
 import unicodedata
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from fmbench.registry import Registry, UnknownNameError
@@ -21,6 +22,52 @@ class SuiteError(ValueError):
     def __init__(self, file: str, key: str, message: str):
         self.file, self.key, self.message = file, key, message
         super().__init__(f"{file}: {key}: {message}" if key else f"{file}: {message}")
+
+
+class FieldError(ValueError):
+    """A config dataclass refusing one of its settings: ``path`` names it (``("channels",)``,
+    ``("thresholds", "w2")``), ``message`` says what is allowed (``str()``: ``channels: must be
+    …``). :meth:`Validator.bind` reports it at that key of the suite's table."""
+
+    def __init__(self, path: str | tuple, message: str):
+        self.path = (path,) if isinstance(path, str) else tuple(path)
+        self.message = message
+        super().__init__(f"{'.'.join(map(str, self.path))}: {message}")
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a number: ``Range(1)`` is >= 1, ``Range(0, lo_open=True)`` > 0,
+    ``Range(0, 1, hi_open=True)`` in [0, 1)."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __contains__(self, x) -> bool:
+        below = self.lo is not None and (x <= self.lo if self.lo_open else x < self.lo)
+        above = self.hi is not None and (x >= self.hi if self.hi_open else x > self.hi)
+        return not (below or above)
+
+    def __str__(self) -> str:
+        if self.lo is not None and self.hi is not None:
+            return (f"in {'(' if self.lo_open else '['}{self.lo}, "
+                    f"{self.hi}{')' if self.hi_open else ']'}")
+        if self.lo is not None:
+            return f"{'>' if self.lo_open else '>='} {self.lo}"
+        return f"{'<' if self.hi_open else '<='} {self.hi}"
+
+
+def check_ranges(obj, ranges: dict[str, Range]) -> None:
+    """FieldError for the first field of the dataclass ``obj`` outside its range (a config's
+    ``__post_init__`` calls this with the ranges declared beside it)."""
+    for name, r in ranges.items():
+        x = getattr(obj, name)
+        if isinstance(x, bool) or not isinstance(x, int | float):
+            raise FieldError(name, f"must be a number, got {short_repr(x)}")
+        if x not in r:
+            raise FieldError(name, f"must be {r}, got {short_repr(x)}")
 
 
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
@@ -59,6 +106,12 @@ def join_key(key: str, part) -> str:
     """``key.part``, quoting a part that is not a short bare TOML key (newlines, 10 kB names)."""
     part = part if isinstance(part, str) and _BARE_KEY.fullmatch(part) else short_repr(part)
     return f"{key}.{part}" if key else part
+
+
+def unknown_name(registry: Registry, value: str) -> str:
+    """"unknown <kind> 'x'. Did you mean …? Known <kind>s: …" (a long name clipped)."""
+    clipped = value if len(value) <= 60 else value[:60] + "…"
+    return str(UnknownNameError(registry.kind, clipped, registry.names()))
 
 
 def _has_control_chars(text: str) -> bool:
@@ -112,18 +165,10 @@ class Validator:
             raise self.err(key, f"must be a finite number, got {value!r}")
         if typ is int and not INT64[0] <= value <= INT64[1]:
             raise self.err(key, f"must be a 64-bit integer (as TOML allows), got {short_repr(value)}")
-        below = lo is not None and (value <= lo if lo_open else value < lo)
-        if below or (hi is not None and value > hi):
-            raise self.err(key, f"must be {self._range(lo, hi, lo_open)}, got {short_repr(value)}")
+        allowed = Range(lo, hi, lo_open)
+        if value not in allowed:
+            raise self.err(key, f"must be {allowed}, got {short_repr(value)}")
         return value
-
-    @staticmethod
-    def _range(lo, hi, lo_open: bool) -> str:
-        if lo is not None and hi is not None:
-            return f"in {'(' if lo_open else '['}{lo}, {hi}]"
-        if lo is not None:
-            return f"{'>' if lo_open else '>='} {lo}"
-        return f"<= {hi}"
 
     def choice(self, value, key: str, choices) -> str:
         """A string out of a fixed set (checked as a string first: lists are unhashable)."""
@@ -138,8 +183,47 @@ class Validator:
             raise self.err(key, f"must be a string, got {short_repr(value)}")
         if value in extra or value in registry:
             return value
-        clipped = value if len(value) <= 60 else value[:60] + "…"
-        raise self.err(key, str(UnknownNameError(registry.kind, clipped, registry.names())))
+        raise self.err(key, unknown_name(registry, value))
+
+    def bind(self, cls: type, table, key: str, skip: frozenset[str] = frozenset(),
+             presets: dict | None = None):
+        """``table`` bound to the frozen dataclass ``cls``: its keys are the class's fields (plus
+        ``skip``, which the caller reads, and ``preset`` when there are ``presets``), each value
+        checked against its field's type (see :func:`field_type`); fields not given come from
+        the preset, else the class's defaults. The class checks the values itself (its
+        ``__post_init__``): a :class:`FieldError` it raises is reported at that field's key,
+        another ValueError at ``key``."""
+        types = {f.name: f for f in fields(cls)}
+        self.table(table, key, {*types, *skip, *(("preset",) if presets else ())})
+        base = None
+        if presets and "preset" in table:
+            base = presets[self.choice(table["preset"], join_key(key, "preset"), presets)]
+        args = {k: self.field_value(val, join_key(key, k), types[k])
+                for k, val in table.items() if k in types}
+        try:
+            return cls(**args) if base is None else replace(base, **args)
+        except FieldError as e:
+            where = key
+            for part in e.path:
+                where = join_key(where, part)
+            raise self.err(where, one_line(e.message)) from None
+        except ValueError as e:
+            raise self.err(key, one_line(e)) from None
+
+    def field_value(self, value, key: str, f):
+        """A value for the dataclass field ``f``: a scalar of its type, a list for a
+        ``tuple[T, ...]`` field (given as a TOML array), a table for a ``dict[str, T]`` one."""
+        container, typ = field_type(f.type)
+        if container == "tuple":
+            if not isinstance(value, list):
+                raise self.err(key, f"must be a list of {_PLURAL[typ]}, got {short_repr(value)}")
+            return tuple(self.scalar(x, key, typ) for x in value)
+        if container == "dict":
+            if not isinstance(value, dict):
+                what = f.metadata.get("entries", f"name = {_TYPE_NAMES[typ].split()[-1]}")
+                raise self.err(key, f"must be a table of {what}, got {short_repr(value)}")
+            return {k: self.scalar(x, join_key(key, k), typ) for k, x in value.items()}
+        return self.scalar(value, key, typ)
 
     def list_of(self, value, key: str, allow_scalar: bool = True) -> list:
         if isinstance(value, list):
@@ -182,3 +266,17 @@ class Validator:
 def annotation_type(ann) -> type:
     ann = ann if isinstance(ann, str) else getattr(ann, "__name__", str(ann))
     return {"float": float, "int": int, "str": str, "bool": bool}.get(ann.split(" ")[0], str)
+
+
+_PLURAL = {int: "integers", float: "numbers", str: "strings", bool: "true/false values"}
+_CONTAINER = re.compile(r"(tuple)\[(\w+), \.\.\.\]|(dict)\[str, (\w+)\]")
+
+
+def field_type(ann) -> tuple[str, type]:
+    """("scalar" | "tuple" | "dict", value type) of a config field's annotation: ``int``,
+    ``float | None``, ``str``, ``bool``; ``tuple[int, ...]``; ``dict[str, float]``."""
+    text = ann if isinstance(ann, str) else ann.__name__ if isinstance(ann, type) else str(ann)
+    m = _CONTAINER.fullmatch(text)
+    if m:
+        return (m[1] or m[3]), annotation_type(m[2] or m[4])
+    return "scalar", annotation_type(text)

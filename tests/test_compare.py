@@ -7,7 +7,15 @@ import pandas as pd
 import pytest
 
 from fmbench.cli import main
-from fmbench.compare import CompareConfig, ResultsError, classify, load_results, merge, render_markdown
+from fmbench.compare import (
+    CompareConfig,
+    ResultsError,
+    check_config,
+    classify,
+    load_results,
+    merge,
+    render_markdown,
+)
 from fmbench.results import ROW_COLUMNS, SCHEMA_VERSION
 
 
@@ -152,6 +160,30 @@ def test_merge_deduplicates_on_case_key(tmp_path):
     assert main(["merge", str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "--out",
                  str(tmp_path / "m")]) == 0
     assert len(load_results(tmp_path / "m")) == 3
+
+
+def test_merged_folder_carries_run_metadata_and_check_settings(tmp_path):
+    a = frame(rows("icfm", "w2", [1.0, 2.0, 3.0]))
+    shards = []
+    for name in ("a", "b"):
+        d = tmp_path / name
+        d.mkdir()
+        a.to_csv(d / "results.csv", index=False)
+        (d / "run.json").write_text(json.dumps({
+            "suite": "toy", "git": {"commit": name * 40}, "status": "complete",
+            "check": {"threshold": 0.5, "alpha": 0.01, "thresholds": {"w2": 0.2}}}))
+        shards.append(str(d))
+    assert main(["merge", *shards, "--out", str(tmp_path / "m")]) == 0
+    meta = json.loads((tmp_path / "m" / "run.json").read_text())
+    assert meta["suite"] == "toy" and meta["status"] == "merged"
+    assert [s["git"]["commit"][0] for s in meta["sources"]] == ["a", "b"]
+    cfg = check_config(tmp_path / "m")
+    assert (cfg.threshold, cfg.alpha, cfg.thresholds) == (0.5, 0.01, {"w2": 0.2})
+    other = json.loads((tmp_path / "b" / "run.json").read_text())
+    other["check"]["alpha"] = 0.2
+    (tmp_path / "b" / "run.json").write_text(json.dumps(other))
+    assert main(["merge", *shards, "--out", str(tmp_path / "m2")]) == 0
+    assert "check" not in json.loads((tmp_path / "m2" / "run.json").read_text())  # disagree
 
 
 # ------------------------------------------------------------------- unusable input: exit 2
@@ -305,3 +337,48 @@ def test_untrusted_text_in_compare_output(tmp_path, capsys):
 def _cells(line: str) -> int:
     """Cells of a Markdown table row: pipes not escaped by a backslash, minus the outer ones."""
     return re.sub(r"\\.", "", line).count("|") - 1
+
+
+def test_check_settings_round_trip_through_run_json(tmp_path):
+    from fmbench.compare import CheckSettings, check_config
+
+    d = _write(tmp_path, "run", BASE)
+    settings = CheckSettings(threshold=0.3, alpha=0.01, thresholds={"w2": 0.5})
+    (d / "run.json").write_text(json.dumps({"check": settings.to_json()}))
+    cfg = check_config(d)
+    assert (cfg.threshold, cfg.alpha, cfg.thresholds) == (0.3, 0.01, {"w2": 0.5})
+    assert check_config(d, threshold=0.2).thresholds == {}  # --threshold replaces per-metric ones
+    (d / "run.json").write_text(json.dumps({"check": {"alpha": 0.2, "future_key": 1}}))
+    cfg = check_config(d)  # missing keys: the defaults; unknown keys: ignored
+    assert (cfg.threshold, cfg.alpha) == (CheckSettings().threshold, 0.2)
+    with pytest.raises(ResultsError, match="--alpha must be a number in"):
+        check_config(d, alpha=1.0)
+
+
+def test_suite_check_table_is_stored_in_run_json_and_used_by_check(tmp_path, capsys):
+    """[check] → Suite.check → run.json "check" (resolved, defaults included) → fmbench check."""
+    from fmbench.runner import run_suite
+    from fmbench.suite import load_suite
+    from tests.conftest import TINY
+
+    text = (TINY.replace("seeds = [0, 1]", "seeds = [0]")
+            .replace('[[path]]\nname = "otcfm"\n', "")
+            .replace('[[solver]]\nname = "rk4"\nsteps = 2\n', "")
+            .replace('"w2", "npe", "nll", "nfe", "solver_mse", "train_time", "sample_time"', '"w2"')
+            + "\n[check]\nthreshold = 50.0\nthresholds = {nfe = 0.5}\n")
+    f = tmp_path / "s.toml"
+    f.write_text(text)
+    suite = load_suite(f)
+    run_suite(suite, tmp_path / "out")
+    stored = json.loads((tmp_path / "out" / "run.json").read_text())["check"]
+    assert stored == {"threshold": 50.0, "alpha": 0.05, "thresholds": {"nfe": 0.5}}
+    assert stored == suite.check.to_json()
+    base = tmp_path / "base"
+    base.mkdir()
+    df = pd.read_csv(tmp_path / "out" / "results.csv")
+    df.loc[df.metric == "w2", "value"] /= 10  # the run is 10x worse than this baseline
+    df.to_csv(base / "results.csv", index=False)
+    capsys.readouterr()
+    assert main(["check", str(tmp_path / "out"), "--baseline", str(base)]) == 0  # threshold 50
+    assert main(["check", str(tmp_path / "out"), "--baseline", str(base), "--threshold", "0.1"]
+                ) == 1

@@ -31,7 +31,7 @@ def test_tiny_suite_expands_grid(tiny_suite_file):
     ("steps = 30", "steps = 0", "training.steps", "must be >="),
     ("steps = 30", "steps = true", "training.steps", "must be an integer"),
     ('target = "8gaussians"', 'target = "8gausians"', "task[0].target", "8gaussians"),
-    ('name = "euler"\nnfe = 8', 'name = "euler"', "solver[0]", "exactly one of 'steps'"),
+    ('name = "euler"\nnfe = 8', 'name = "euler"', "solver[0]", "exactly one of steps or nfe"),
     ('name = "euler"\nnfe = 8', 'name = "dopri5"\nnfe = 8', "solver[0].nfe", "adaptive"),
     ('name = "rk4"\nsteps = 2', 'name = "rk4"\nnfe = 2', "solver[1].nfe", "below one rk4"),
     ('name = "euler"', 'name = "eulr"', "solver[0].name", "Did you mean 'euler'"),
@@ -268,3 +268,129 @@ def test_unexpected_exception_is_a_bug_report_unless_strict(monkeypatch):
     monkeypatch.setenv(S.STRICT_ENV, "1")
     with pytest.raises(KeyError):
         S.parse_suite(tomllib.loads(TINY), "f.toml")
+
+
+# ------------------------------------------------- rules owned by the components, named at the key
+UNET_SUITE = (TINY.replace("width = 16\ndepth = 2\n", 'kind = "unet"\npreset = "tiny"\n')
+              .replace('target = "8gaussians"', 'target = "cifar10"\nroot = "d"')
+              .replace('"w2", "npe", "nll", "nfe", "solver_mse", "train_time", "sample_time"',
+                       '"fid", "nfe"'))
+WITH_CHECK = TINY + "\n[check]\n"
+
+
+@pytest.mark.parametrize("base,old,new,key,msg", [
+    # fmbench/unet.py: UNetConfig
+    (UNET_SUITE, 'preset = "tiny"', 'preset = "tiny"\nchannels = 48', "model.channels",
+     "multiple of 32 (GroupNorm), got 48"),
+    (UNET_SUITE, 'preset = "tiny"', 'preset = "tiny"\nchannels = 0', "model.channels",
+     "multiple of 32"),
+    (UNET_SUITE, 'preset = "tiny"', 'preset = "tiny"\ndropout = 1.0', "model.dropout",
+     "must be in [0, 1), got 1.0"),
+    (UNET_SUITE, 'preset = "tiny"', 'preset = "tiny"\ndropout = -0.1', "model.dropout",
+     "must be in [0, 1)"),
+    (UNET_SUITE, 'preset = "tiny"', 'preset = "tiny"\nchannel_mult = []', "model.channel_mult",
+     "must not be empty"),
+    (UNET_SUITE, 'preset = "tiny"', 'preset = "tiny"\nchannel_mult = 2', "model.channel_mult",
+     "must be a list of integers, got 2"),
+    (UNET_SUITE, 'preset = "tiny"', 'preset = "tiny"\nattention_resolutions = [8, 0]',
+     "model.attention_resolutions", "integers >= 1, got [8, 0]"),
+    (UNET_SUITE, 'preset = "tiny"', 'preset = "tiny"\nnum_res_blocks = -1', "model.num_res_blocks",
+     "must be >= 0"),
+    (UNET_SUITE, 'preset = "tiny"', 'preset = "huge"', "model.preset",
+     "must be 'cifar-tong', 'small' or 'tiny', got 'huge'"),
+    (UNET_SUITE, 'preset = "tiny"', 'preset = "tiny"\nwidth = 64', "model.width",
+     "unknown key; allowed: attention_resolutions, channel_mult, channels, dropout, kind, "
+     "num_head_channels, num_res_blocks, preset"),
+    # fmbench/models.py: the MODELS registry and MLPConfig
+    (TINY, "width = 16", 'kind = "resnet"', "model.kind",
+     "unknown model kind 'resnet'. Did you mean 'unet'? Known model kinds: mlp, unet."),
+    (TINY, "width = 16", 'kind = "unet"', "model.depth", "unknown key"),
+    (TINY, "depth = 2", "depth = 0", "model.depth", "must be >= 1, got 0"),
+    (TINY, "depth = 2", 'activation = "seluu"', "model.activation", "Did you mean 'selu'"),
+    (TINY, "depth = 2", "preset = 'tiny'", "model.preset", "allowed: activation, depth, kind, width"),
+    # fmbench/train.py: TrainConfig
+    (TINY, "steps = 30", "steps = 30\nema_decay = 1.0", "training.ema_decay",
+     "must be in [0, 1), got 1.0"),
+    (TINY, "steps = 30", "steps = 30\nema_decay = -0.5", "training.ema_decay", "in [0, 1)"),
+    (TINY, "steps = 30", "steps = 30\nwarmup_steps = -1", "training.warmup_steps", "must be >= 0"),
+    (TINY, "steps = 30", "steps = 30\nlog_every = 0", "training.log_every", "must be >= 1"),
+    (TINY, "steps = 30", "steps = 30\noptimizer = 'x'", "training.optimizer",
+     "must be 'adam' or 'adamw', got 'x'"),
+    # fmbench/solvers.py: SolverSpec
+    (TINY, 'name = "euler"\nnfe = 8', 'name = "euler"\nnfe = 8\natol = 1e-3', "solver[0].atol",
+     "euler is fixed-step: give steps or nfe instead"),
+    (TINY, 'name = "euler"\nnfe = 8', 'name = "euler"\nnfe = 0', "solver[0].nfe",
+     "below one euler step"),
+    (TINY, 'name = "euler"\nnfe = 8', 'name = "euler"\nsteps = 0', "solver[0].steps",
+     "must be >= 1, got 0"),
+    (TINY, 'name = "euler"\nnfe = 8', 'name = "euler"\nsteps = 2\nnfe = 8', "solver[0]",
+     "exactly one of steps or nfe"),
+    (TINY, 'name = "euler"\nnfe = 8', 'name = "dopri5"\nrtol = 0', "solver[0].rtol",
+     "must be > 0, got 0.0"),
+    (TINY, 'name = "euler"\nnfe = 8', 'name = ["euler", "dopri5"]\nnfe = 8', "solver[0].nfe",
+     "dopri5 is adaptive: give rtol/atol instead"),
+    (TINY, 'name = "euler"\nnfe = 8', 'name = "dopri5"\nrtol = [1e-3, 1e-4]\natol = [1, 2, 3]',
+     "solver[0].atol", "a list as long as rtol (2 values)"),
+    # fmbench/compare.py: CheckSettings (alpha = 1 used to pass here and fail in fmbench check)
+    (WITH_CHECK, "[check]", "[check]\nalpha = 1", "check.alpha", "must be a number in (0, 1)"),
+    (WITH_CHECK, "[check]", "[check]\nalpha = 0", "check.alpha", "must be a number in (0, 1)"),
+    (WITH_CHECK, "[check]", "[check]\nthreshold = -1", "check.threshold",
+     "must be a finite number >= 0"),
+    (WITH_CHECK, "[check]", "[check]\nthresholds = {w2 = -1}", "check.thresholds.w2", ">= 0"),
+    (WITH_CHECK, "[check]", "[check]\nthresholds = {w3 = 1}", "check.thresholds.w3",
+     "Did you mean 'w2'"),
+    (WITH_CHECK, "[check]", "[check]\nthresholds = 3", "check.thresholds",
+     "must be a table of metric = relative threshold, got 3"),
+    (WITH_CHECK, "[check]", "[check]\nthreshhold = 3", "check.threshhold",
+     "did you mean 'threshold'"),
+])
+def test_component_rules_are_named_at_their_key(tmp_path, base, old, new, key, msg):
+    assert old in base
+    p = _write(tmp_path, base.replace(old, new, 1))
+    with pytest.raises(SuiteError) as e:
+        load_suite(p)
+    assert e.value.file == str(p) and e.value.key == key and msg in e.value.message, str(e.value)
+    assert str(e.value).count(str(p)) == 1
+
+
+def test_model_kinds_come_from_the_registry(tmp_path):
+    import json
+    from dataclasses import asdict
+
+    import torch
+
+    from fmbench.models import MODELS, MLPConfig, ModelConfig, build_model
+    from fmbench.unet import PRESETS, UNetConfig
+
+    mlp = load_suite(_write(tmp_path, TINY)).model
+    assert mlp == ModelConfig("mlp", MLPConfig(width=16, depth=2))
+    assert json.loads(json.dumps(asdict(mlp))) == {
+        "kind": "mlp", "options": {"width": 16, "depth": 2, "activation": "selu"}}
+    assert build_model(mlp, (2,))(torch.zeros(3, 2), 0.5).shape == (3, 2)
+    unet = load_suite(_write(tmp_path, UNET_SUITE.replace(
+        'preset = "tiny"', 'preset = "tiny"\ndropout = 0.2\nchannel_mult = [1, 1]'))).model
+    assert unet.kind == "unet" and unet.options == UNetConfig(
+        **{**asdict(PRESETS["tiny"]), "dropout": 0.2, "channel_mult": (1, 1)})
+    assert json.loads(json.dumps(asdict(unet)))["options"]["channel_mult"] == [1, 1]
+    assert load_suite(_write(tmp_path, UNET_SUITE.replace('preset = "tiny"', ""))
+                      ).model.options == PRESETS["cifar-tong"]  # no preset: the defaults
+    assert set(MODELS) == {"mlp", "unet"} and ModelConfig().options == MLPConfig()
+
+
+def test_check_settings_are_resolved_with_defaults(tmp_path):
+    from fmbench.compare import CheckSettings
+
+    assert load_suite(_write(tmp_path, TINY)).check == CheckSettings(0.10, 0.05, {})
+    s = load_suite(_write(tmp_path, WITH_CHECK + "threshold = 0.2\nthresholds = {w2 = 1}\n"))
+    assert s.check.to_json() == {"threshold": 0.2, "alpha": 0.05, "thresholds": {"w2": 1.0}}
+
+
+def test_solver_sweeps(tmp_path):
+    text = TINY.replace('name = "rk4"\nsteps = 2', 'name = ["dopri5", "bosh3"]\n'
+                        'rtol = [1e-3, 1e-4]\natol = 1e-6')
+    labels = [s.label() for s in load_suite(_write(tmp_path, text)).solvers]
+    assert labels == ["euler@nfe8", "dopri5(rtol=0.001,atol=1e-06)",
+                      "dopri5(rtol=0.0001,atol=1e-06)", "bosh3(rtol=0.001,atol=1e-06)",
+                      "bosh3(rtol=0.0001,atol=1e-06)"]
+    text = TINY.replace('name = "rk4"\nsteps = 2', 'name = "dopri5"')
+    assert load_suite(_write(tmp_path, text)).solvers[1].label() == "dopri5(rtol=1e-05,atol=1e-05)"
