@@ -14,6 +14,7 @@ the first one's model); files are written atomically, so no reader sees half of 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -24,10 +25,11 @@ from fmbench.artifacts import load_model, save_model
 from fmbench.models import build_model
 from fmbench.paths.couplings import make_coupling
 from fmbench.plan import WorkUnit, derived_seed
-from fmbench.storage import FolderLock, set_aside
+from fmbench.storage import FolderLock, LockHeld, set_aside
 from fmbench.tasks import TaskData
 from fmbench.train import CorruptCheckpoint, TrainingFailed, train
 
+log = logging.getLogger("fmbench")
 CACHE_ORPHAN_AGE_S = 3600  # the model cache is shared: only temp files older than this go
 
 
@@ -45,6 +47,17 @@ def new_model(unit: WorkUnit, model_cfg, data: TaskData) -> torch.nn.Module:
             raise ValueError(f"model: {e}") from None
 
 
+def _model_lock(cache: Path, unit: WorkUnit) -> FolderLock:
+    """The model's lock in the cache, held; waits (saying so) while another process has it."""
+    lock = FolderLock(cache / "locks", f"{unit.key}.lock")
+    try:
+        return lock.acquire()
+    except LockHeld:
+        log.info("waiting for another process that is training or loading %s (%s)", unit.label,
+                 unit.key)
+        return FolderLock(cache / "locks", f"{unit.key}.lock", wait=True).acquire()
+
+
 def trained_model(unit: WorkUnit, suite, data: TaskData, cache: Path,
                   on_step: Callable[[int, float, float], None] | None = None
                   ) -> tuple[torch.nn.Module, dict, bool]:
@@ -56,7 +69,8 @@ def trained_model(unit: WorkUnit, suite, data: TaskData, cache: Path,
     case = unit.first
     file = cache / "models" / f"{unit.key}.pt"
     ckpt = cache / "checkpoints" / f"{unit.key}.pt"
-    with FolderLock(cache / "locks", f"{unit.key}.lock", wait=True):
+    lock = _model_lock(cache, unit)
+    try:
         model = new_model(unit, suite.model, data).to(dev)
         meta = load_model(file, model) if file.exists() else None
         if meta is not None:
@@ -81,3 +95,5 @@ def trained_model(unit: WorkUnit, suite, data: TaskData, cache: Path,
         save_model(file, model, meta)
         ckpt.unlink(missing_ok=True)
         return model, meta, False
+    finally:
+        lock.release()

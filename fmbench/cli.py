@@ -110,15 +110,19 @@ def _executor(args, suite):
     """The executor: --executor (else the suite's [executor] table, else local) with the
     suite's options for it and the command line's on top."""
     from fmbench.executors import make_executor
+    from fmbench.runner import RunError
 
     name = args.executor or suite.executor.name
     options = suite.executor.options if name == suite.executor.name else None
+    gpus = args.gpus_per_unit
+    if gpus is not None and (gpus < 0 or (name == "slurm" and gpus != int(gpus))):
+        raise RunError(f"--gpus-per-unit must be >= 0{' and whole for slurm' * (name == 'slurm')}"
+                       f", got {gpus:g}")
     return make_executor(name, options, workers=args.workers, address=args.ray_address,
                          partition=args.partition, timeout_min=args.timeout_min,
                          array_parallelism=args.array_parallelism,
-                         gpus_per_node=(int(args.gpus_per_unit) if name == "slurm" and
-                                        args.gpus_per_unit is not None else None),
-                         num_gpus=args.gpus_per_unit if name == "ray" else None)
+                         gpus_per_node=int(gpus) if name == "slurm" and gpus is not None else None,
+                         num_gpus=gpus if name == "ray" else None)
 
 
 def cmd_fid_weights(args, console: Console) -> int:

@@ -42,6 +42,7 @@ from fmbench.paths.schedules import GaussianPath
 from fmbench.registry import Registry
 from fmbench.solvers import SolverSpec, solve
 from fmbench.tasks import ImageInputs, PointInputs
+from fmbench.validation import FieldError, Range, check_ranges, short_repr, unknown_name
 
 T = TypeVar("T")
 
@@ -76,10 +77,35 @@ class MetricsConfig:
     bpd_probes: int = 1
     bpd_rtol: float = 1e-5
 
+    def __post_init__(self) -> None:
+        """The table's rules (FieldError naming the setting): names registered and computable on
+        their own, no duplicates; numbers in :data:`METRICS_RANGES`; a torch-fidelity extractor."""
+        for n in self.names:
+            if n not in METRICS:
+                raise FieldError("names", unknown_name(METRICS, n))
+            if n not in _COMPUTE:
+                raise FieldError("names", f"{n!r} is reported with another metric, not on its "
+                                          f"own (w2_floor comes with w2); choose from "
+                                          f"{', '.join(computable_metrics())}")
+        if len(set(self.names)) != len(self.names):
+            raise FieldError("names", f"has duplicates: {', '.join(self.names)}")
+        check_ranges(self, METRICS_RANGES)
+        from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-# lower bounds of the integer settings (others: >= 0; floats: > 0); suite.py binds with them
-METRICS_LO = {"n_eval": 2, "reference_steps": 1, "eval_batch": 1, "kid_subset_size": 1,
-              "bpd_n": 1, "bpd_k": 1, "bpd_probes": 1}
+        if self.feature_extractor not in FEATURE_EXTRACTORS_REGISTRY:
+            raise FieldError("feature_extractor", f"unknown torch-fidelity feature extractor "
+                             f"{short_repr(self.feature_extractor)}; registered: "
+                             f"{', '.join(sorted(FEATURE_EXTRACTORS_REGISTRY))}")
+
+
+# the numbers' ranges: integers >= their bound here (else >= 0), floats > 0
+METRICS_RANGES = {
+    **{k: Range(lo) for k, lo in {"n_eval": 2, "reference_steps": 1, "solver_mse_n": 0,
+                                  "eval_batch": 1, "feature_batch": 0, "fid_ref_n": 0,
+                                  "kid_subset_size": 1, "bpd_n": 1, "bpd_k": 1,
+                                  "bpd_probes": 1}.items()},
+    "bpd_rtol": Range(0, lo_open=True),
+}
 
 
 class NotApplicable(Exception):

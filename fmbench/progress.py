@@ -25,6 +25,7 @@ from rich.progress import (
 )
 
 from fmbench.plan import WorkUnit
+from fmbench.storage import storage_error
 from fmbench.work import UnitEvent, UnitOutcome
 
 LOG_NAME = "run.log"
@@ -50,7 +51,10 @@ class RunProgress:
         self.log.setLevel(logging.INFO)
         self.log.propagate = False
         fmt = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
-        self.handlers: list[logging.Handler] = [logging.FileHandler(out_dir / LOG_NAME)]
+        try:
+            self.handlers: list[logging.Handler] = [logging.FileHandler(out_dir / LOG_NAME)]
+        except OSError as e:
+            raise storage_error(out_dir / LOG_NAME, e) from e
         if not console.is_terminal:
             self.handlers.append(logging.StreamHandler(console.file))
         for h in self.handlers:

@@ -6,7 +6,9 @@ Layout of a results directory::
     cases/<case_id>.json  the rows of one finished case, written atomically
     results.csv           every row of every case file present, rebuilt after each case
     losses/  samples/     training-loss curves and saved samples (for reports)
-    inflight/             a marker per model being worked on (see fmbench.session)
+    inflight/             a marker per model being worked on (ResultStore.begin_unit)
+    run.log               progress lines and warnings of every session (fmbench.progress)
+    slurm/                submitit's job scripts and logs (the slurm executor)
     .fmbench.lock         held by the live run (see fmbench.storage.FolderLock)
 
 A case file exists only once its case is complete, so an interrupted run (Ctrl-C, kill -9) resumes
@@ -132,10 +134,11 @@ def _case_rows(path: Path) -> list[dict]:
 HEX = "[0-9a-f]{16}"
 # files fmbench writes, per sub-folder: what --overwrite deletes (nothing else)
 OWN_FILES = {
-    ".": (r"run\.json", r"results\.csv", r"run\.json\.corrupt-.*"),
+    ".": (r"run\.json", r"results\.csv", r"run\.json\.corrupt-.*", r"run\.log"),
     "cases": (rf"{HEX}\.json", rf"{HEX}\.json\.corrupt-.*"),
     "losses": (rf"{HEX}\.json",), "inflight": (rf"{HEX}\.json",),
     "samples": (r".*-seed\d+\.(npz|png)",),
+    "slurm": (r"[0-9_]+_(submission\.sh|submitted\.pkl|result\.pkl|log\.(out|err))",),  # submitit
     "report": (r"report\.(md|html)", r".*_vs_nfe_.*\.png", r"(w2|npe)_bars\.png",
                r"loss_.*\.png", r"samples_2d\.png"),
 }
@@ -190,7 +193,7 @@ class ResultStore:
             if sub != "." and (p.is_symlink() or (p.exists() and not p.is_dir())):
                 raise RunError(f"{p} is a symbolic link or not a folder; fmbench writes only "
                                "inside its output folder: remove it or choose another --out")
-        for name in ("run.json", "results.csv"):
+        for name in ("run.json", "results.csv", "run.log"):
             if (self.dir / name).is_symlink():
                 raise RunError(f"{self.dir / name} is a symbolic link; fmbench writes only "
                                "inside its output folder: remove it or choose another --out")

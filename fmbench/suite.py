@@ -17,7 +17,7 @@ from fmbench.compare import CheckSettings
 from fmbench.data import DATASETS
 from fmbench.executors import EXECUTORS
 from fmbench.image_tasks import IMAGE_DATASETS
-from fmbench.metrics import METRICS, METRICS_LO, MetricsConfig, computable_metrics
+from fmbench.metrics import METRICS, MetricsConfig
 from fmbench.models import DEFAULT_KIND, MODELS, ModelConfig
 from fmbench.paths.couplings import COUPLINGS
 from fmbench.paths.schedules import PATHS, GaussianPath
@@ -280,33 +280,7 @@ def _build_training(v: Validator, tr) -> TrainConfig:
 
 
 def _build_metrics(v: Validator, mt) -> MetricsConfig:
-    mfields = {f: MetricsConfig.__dataclass_fields__[f].type for f in MetricsConfig.__dataclass_fields__}
-    v.table(mt, "metrics", set(mfields))
-    names = tuple(v.name(n, "metrics.names", METRICS)
-                  for n in v.list_of(mt.get("names", list(MetricsConfig.names)), "metrics.names",
-                                     allow_scalar=False))
-    for n in names:
-        if n not in computable_metrics():
-            raise v.err("metrics.names", f"{n!r} is reported with another metric, not on its own "
-                                         f"(w2_floor comes with w2); choose from "
-                                         f"{', '.join(computable_metrics())}")
-    if len(set(names)) != len(names):
-        raise v.err("metrics.names", "has duplicates")
-    margs: dict = {"names": names}
-    for k, val in mt.items():
-        if k == "names":
-            continue
-        typ = annotation_type(mfields[k])
-        lo = None if typ is str else METRICS_LO.get(k, 0)
-        margs[k] = v.scalar(val, f"metrics.{k}", typ, lo, lo_open=(typ is float))
-    metrics = MetricsConfig(**margs)
-    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
-
-    if metrics.feature_extractor not in FEATURE_EXTRACTORS_REGISTRY:
-        raise v.err("metrics.feature_extractor",
-                    f"unknown torch-fidelity feature extractor {short_repr(metrics.feature_extractor)}; "
-                    f"registered: {', '.join(sorted(FEATURE_EXTRACTORS_REGISTRY))}")
-    return metrics
+    return v.bind(MetricsConfig, mt, "metrics")
 
 
 def _build_executor(v: Validator, e) -> ExecutorConfig:

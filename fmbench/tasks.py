@@ -172,10 +172,11 @@ def kind_of(target: str) -> type[TaskData]:
     return ImageData if target in IMAGE_DATASETS else PointData
 
 
-_LOADED: dict[Task, TaskData] = {}  # per process: a worker loads each task's data once
+_LOADED: dict[tuple, TaskData] = {}  # per process: a worker loads each task's data once
 
 
 def load_task(task: Task) -> TaskData:
-    if task not in _LOADED:
-        _LOADED[task] = kind_of(task.target).load(task)
-    return _LOADED[task]
+    key = (task, tuple(sorted(task.opts().items())))  # resolved roots: same text, other folder
+    if key not in _LOADED:
+        _LOADED[key] = kind_of(task.target).load(task)
+    return _LOADED[key]

@@ -29,7 +29,7 @@ from multiprocessing.connection import wait
 
 from fmbench.executors import ExecutorDef, OnEvent
 from fmbench.plan import WorkUnit
-from fmbench.results import MAX_DEATHS, RunError
+from fmbench.results import MAX_DEATHS, ResultStore, RunError
 from fmbench.work import UnitEvent, UnitJob, UnitOutcome
 
 NAME = "local"
@@ -186,7 +186,10 @@ class _Pool:
             slot.unit = None
             return
         slot.unit, slot.since = queue.popleft(), time.perf_counter()
-        slot.conn.send(slot.unit)
+        try:
+            slot.conn.send(slot.unit)
+        except OSError:  # the worker is gone: the next wait() sees it and retries the unit
+            pass
         where = slot.spec["env"].get("CUDA_VISIBLE_DEVICES")
         self.on_event(UnitEvent(slot.unit.key, "started", info=f"worker pid {slot.proc.pid}"
                                 + (f", GPU {where}" if where else "")))
@@ -233,8 +236,7 @@ class _Pool:
             return "died", None
         return "", None
 
-    @staticmethod
-    def _stop(slots: list[_Slot]) -> None:
+    def _stop(self, slots: list[_Slot]) -> None:
         for s in slots:
             try:
                 s.conn.send(None)
@@ -245,6 +247,8 @@ class _Pool:
             if s.proc.is_alive():
                 s.proc.kill()
                 s.proc.join()
+            if s.unit is not None and s.proc.exitcode != 0:  # stopped by us (Ctrl-C, an error
+                ResultStore(self.job.out_dir).end_unit(s.unit.key)  # elsewhere): not its death
 
     def _died(self, slot: _Slot, queue: deque) -> Iterator[UnitOutcome]:
         unit = slot.unit
