@@ -114,15 +114,24 @@ def _executor(args, suite):
 
     name = args.executor or suite.executor.name
     options = suite.executor.options if name == suite.executor.name else None
-    gpus = args.gpus_per_unit
+    gpus, cpus = args.gpus_per_unit, args.cpus_per_unit
+    if name == "local" and (gpus is not None or cpus is not None):
+        raise RunError("--gpus-per-unit and --cpus-per-unit are for the slurm and ray executors; "
+                       "the local one places units itself (a worker per GPU, else per core; "
+                       "--workers sets how many)")
     if gpus is not None and (gpus < 0 or (name == "slurm" and gpus != int(gpus))):
         raise RunError(f"--gpus-per-unit must be >= 0{' and whole for slurm' * (name == 'slurm')}"
                        f", got {gpus:g}")
+    if cpus is not None and (cpus <= 0 or (name == "slurm" and cpus != int(cpus))):
+        raise RunError(f"--cpus-per-unit must be > 0{' and whole for slurm' * (name == 'slurm')}"
+                       f", got {cpus:g}")
+    slurm, ray = name == "slurm", name == "ray"
     return make_executor(name, options, workers=args.workers, address=args.ray_address,
                          partition=args.partition, timeout_min=args.timeout_min,
                          array_parallelism=args.array_parallelism,
-                         gpus_per_node=int(gpus) if name == "slurm" and gpus is not None else None,
-                         num_gpus=gpus if name == "ray" else None)
+                         gpus_per_node=int(gpus) if slurm and gpus is not None else None,
+                         cpus_per_task=int(cpus) if slurm and cpus is not None else None,
+                         num_gpus=gpus if ray else None, num_cpus=cpus if ray else None)
 
 
 def cmd_fid_weights(args, console: Console) -> int:
@@ -188,6 +197,8 @@ def cmd_merge(args, console: Console) -> int:
 
     df = merge([load_results(p) for p in args.results])  # strict: bad input → ResultsError
     out = Path(args.out)
+    if not out.suffix:
+        _check_merge_folder(out)
     atomic_write_text(out / "results.csv" if not out.suffix else out, df.to_csv(index=False))
     if not out.suffix:  # a folder: run.json says where the rows came from (and check's settings)
         atomic_write_text(out / "run.json", json.dumps(merged_meta(args.results), indent=2,
@@ -195,6 +206,23 @@ def cmd_merge(args, console: Console) -> int:
     console.print(f"merged {len(args.results)} result set(s): {len(df)} rows → {out}",
                   markup=False, highlight=False)
     return 0
+
+
+def _check_merge_folder(out: Path) -> None:
+    """A merge writes into a new or empty folder, or over an earlier merge: never into a run's
+    folder (its run.json and case files would stop agreeing) nor over files it did not write."""
+    from fmbench.compare import read_run_json
+    from fmbench.results import ResultStore, RunError
+
+    kind = ResultStore(out).kind()
+    if kind in ("missing", "empty"):
+        return
+    if kind == "fmbench" and read_run_json(out).get("status") == "merged" \
+            and not ResultStore(out).case_files():
+        return
+    what = "an fmbench run" if kind == "fmbench" else "files fmbench did not write"
+    raise RunError(f"--out {out} holds {what}; merge into a new folder (or over an earlier "
+                   "merge)")
 
 
 def cmd_report(args, console: Console) -> int:
@@ -242,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="slurm: array elements running at once")
     ex.add_argument("--gpus-per-unit", type=float, metavar="G",
                     help="slurm/ray: GPUs per work unit")
+    ex.add_argument("--cpus-per-unit", type=float, metavar="C",
+                    help="slurm/ray: CPUs per work unit")
     ex.add_argument("--ray-address", metavar="ADDR",
                     help="ray: join this cluster (e.g. auto); default: start a local one")
     v = sub.add_parser("validate", help="check a suite file and show its grid")

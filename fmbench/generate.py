@@ -1,11 +1,15 @@
 """Generate: ONE solve per case from the task's fixed source points; its result feeds every
 metric, the saved samples and the saved trajectories.
 
-The solve runs in chunks of ``eval_batch`` points (memory only: each point's ODE is independent
-of the others, so the samples do not depend on the chunking). The first chunk is solved with its
-trajectory kept when the task saves trajectories; asking torchdiffeq for intermediate outputs does
-not change its steps (fixed grids are the grid; adaptive solvers interpolate), so the samples and
-the NFE are those of a plain solve.
+The solve runs in chunks of ``eval_batch`` points. With a fixed-step solver each point's ODE is
+independent of the others, so the samples do not depend on the chunking (float rounding aside).
+An adaptive solver (dopri5) picks its steps from the error of the whole chunk, so a sample moves
+within the solver's tolerance (~1e-5 at rtol = atol = 1e-5) and the NFE (the mean over chunks)
+changes when ``eval_batch`` does: keep ``eval_batch`` fixed across runs you compare.
+
+The first chunk is solved with its trajectory kept when the task saves trajectories; asking
+torchdiffeq for intermediate outputs does not change its steps (fixed grids are the grid;
+adaptive solvers interpolate), so the samples and the NFE are those of a plain solve.
 """
 
 from __future__ import annotations

@@ -223,6 +223,18 @@ class ResultStore:
                 corrupt[p] = str(e)
         return rows, corrupt
 
+    def finished_case(self, case_id: str) -> list[dict] | None:
+        """The rows of case ``case_id`` when its file exists, is readable and has no failed row
+        (an earlier attempt at its unit finished it), else None."""
+        path = self.cases_dir / f"{case_id}.json"
+        if not path.exists():
+            return None
+        try:
+            rows = _case_rows(path)
+        except CorruptFile:
+            return None
+        return None if any(r["status"] == "failed" for r in rows) else rows
+
     def write_case(self, case_id: str, rows: list[dict]) -> None:
         atomic_write_text(self.cases_dir / f"{case_id}.json",
                           json.dumps({"schema_version": SCHEMA_VERSION, "rows": rows}))

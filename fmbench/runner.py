@@ -72,7 +72,8 @@ def run_suite(suite, out_dir: str | Path, resume: bool = False,
     all_cases = cases(suite)
     definition = suite_definition(suite)
     meta = {"suite": suite.name, "suite_file": suite.file, "resolved_suite": definition,
-            "check": suite.check.to_json(), "executor": executor.describe(), "seeds": list(suite.seeds),
+            "check": suite.check.to_json(), "executor": executor.describe(suite),
+            "seeds": list(suite.seeds),
             "data_seed": suite.data_seed, "git": git_commit(), "environment": environment()}
     with ResultsSession.open(out_dir, meta, definition, [c.case_id for c in all_cases],
                              resume=resume, overwrite=overwrite, force=force) as session:
@@ -85,7 +86,7 @@ def run_suite(suite, out_dir: str | Path, resume: bool = False,
         job = UnitJob(suite, str(session.store.dir.resolve()), str(cache.resolve()))
         devices: set[str] = set()
         with RunProgress(console, session.store.dir, units, len(all_cases),
-                         sum(c.case_id in done for c in all_cases), executor.describe()) as bar:
+                         sum(c.case_id in done for c in all_cases), executor.describe(suite)) as bar:
             for outcome in executor.run(job, units, bar.event):
                 for case_id, rows in outcome.rows.items():
                     session.record(case_id, rows)

@@ -287,15 +287,8 @@ def _build_executor(v: Validator, e) -> ExecutorConfig:
     """[executor]: name (local, slurm, ray) and that executor's own options."""
     v.table(e, "executor")
     name = v.name(e.get("name", "local"), "executor.name", EXECUTORS)
-    opts = EXECUTORS.get(name).options
-    ofields = {f.name: f.type for f in fields(opts)}
-    v.table(e, "executor", {"name", *ofields})
-    args = {}
-    for k, val in e.items():
-        if k != "name":
-            typ = annotation_type(ofields[k])
-            args[k] = v.scalar(val, f"executor.{k}", typ, None if typ is str else 0)
-    return ExecutorConfig(name, opts(**args))
+    return ExecutorConfig(name, v.bind(EXECUTORS.get(name).options, e, "executor",
+                                       skip=frozenset({"name"})))
 
 
 def _build_check(v: Validator, c) -> CheckSettings:

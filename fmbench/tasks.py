@@ -12,8 +12,9 @@ Two kinds, chosen by the task's target (:func:`kind_of`):
 
 Evaluation inputs are fixed per task by the suite's ``data_seed`` — the same for every path,
 solver and training seed (paired comparisons) — and Gaussian source noise is drawn *per sample*
-(sample i from its own seed, as EDM's generator does), so a sample set is the same whatever the
-evaluation batch, the number of workers or ``n_eval`` (sample i never changes).
+(sample i from its own seed, as EDM's generator does), so the source noises are the same whatever
+the evaluation batch, the number of workers or ``n_eval`` (noise i never changes; how the solve's
+chunking affects adaptive solvers: :mod:`fmbench.generate`).
 """
 
 from __future__ import annotations
@@ -73,12 +74,13 @@ class TaskData:
     kind: ClassVar[str]
     model_kinds: ClassVar[tuple[str, ...]]  # model kinds that can learn this kind of data
     keeps_trajectories: ClassVar[int] = 0  # trajectories saved per case (for report plots)
+    uses_gpu: ClassVar[bool] = False  # trained and evaluated on a GPU when there is one
 
     def __init__(self, task: Task, shape: tuple[int, ...]):
         self.task, self.shape = task, shape
 
     def device(self) -> torch.device:
-        return torch.device("cpu")
+        return torch.device("cuda" if self.uses_gpu and torch.cuda.is_available() else "cpu")
 
     def source(self, path: GaussianPath):
         """The training source sampler (n, generator) → (n, *shape)."""
@@ -135,6 +137,7 @@ class PointData(TaskData):
 class ImageData(TaskData):
     kind = "image"
     model_kinds = ("unet",)
+    uses_gpu = True
 
     def __init__(self, task: Task, train: torch.Tensor, test: torch.Tensor):
         super().__init__(task, tuple(train.shape[1:]))
@@ -145,9 +148,6 @@ class ImageData(TaskData):
         opts = task.opts()
         return cls(task, load_split(task.target, opts, "train").images,
                    load_split(task.target, opts, "test").images)
-
-    def device(self) -> torch.device:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     def target(self):
         return image_sampler(self.train_images, bool(self.task.opts().get("hflip", True)))

@@ -80,11 +80,26 @@ class UnitJob:
         its worker or job died more often than allowed, or the cluster reported a failure)."""
         store = ResultStore(self.out_dir)
         out = UnitOutcome(unit.key, host=socket.gethostname(), failure=reason)
-        for case in unit.cases:
+        out.rows, pending = _finished(store, unit)
+        for case in pending:
             out.rows[case.case_id] = _write(store, self.suite, case,
                                             failed(self.suite.metrics.names, reason))
         store.end_unit(unit.key)  # a retry starts with a clean count
         return out
+
+
+def _finished(store: ResultStore, unit: WorkUnit) -> tuple[dict[str, list[dict]], list[Case]]:
+    """Rows of the unit's cases that an earlier attempt at it finished (its worker or job died
+    after saving them, or a requeued job), and the cases still to do: a retry neither repeats
+    nor overwrites a finished case."""
+    done, pending = {}, []
+    for case in unit.cases:
+        rows = store.finished_case(case.case_id)
+        if rows is None:
+            pending.append(case)
+        else:
+            done[case.case_id] = rows
+    return done, pending
 
 
 def _write(store: ResultStore, suite, case: Case, values: Values) -> list[dict]:
@@ -106,6 +121,10 @@ def run_unit(job: UnitJob, unit: WorkUnit, report: Report) -> UnitOutcome:
     start = time.perf_counter()
     store = ResultStore(job.out_dir)
     out = UnitOutcome(unit.key, host=socket.gethostname())
+    out.rows, pending = _finished(store, unit)
+    if not pending:
+        out.seconds = time.perf_counter() - start
+        return out
     deaths = store.begin_unit(unit.key)
     try:
         model = meta = data = inputs = None
@@ -134,11 +153,11 @@ def run_unit(job: UnitJob, unit: WorkUnit, report: Report) -> UnitOutcome:
                                           "path_label": path_label(first.path),
                                           "seed": first.seed, "losses": meta["losses"]})
         shared: dict = {}  # per-model references, shared by the unit's cases
-        for i, case in enumerate(unit.cases):
+        for i, case in enumerate(pending):
             values = (failed(names, out.failure) if out.failure else
                       score_case(job, case, model, meta, data, inputs, shared))
             out.rows[case.case_id] = _write(store, suite, case, values)
-            report(UnitEvent(unit.key, "case", i + 1, len(unit.cases), case.solver.label()))
+            report(UnitEvent(unit.key, "case", i + 1, len(pending), case.solver.label()))
     finally:
         store.end_unit(unit.key)
     out.seconds = time.perf_counter() - start

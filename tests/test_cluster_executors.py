@@ -25,7 +25,7 @@ import pytest
 from fmbench.cli import main
 from fmbench.executors import make_executor
 from fmbench.plan import work_units
-from fmbench.results import RunError
+from fmbench.results import MAX_DEATHS, ResultStore, RunError
 from fmbench.runner import run_suite
 from fmbench.storage import StorageError
 from fmbench.suite import load_suite
@@ -97,6 +97,8 @@ def test_cluster_run_gives_the_numbers_of_a_run_in_process(cluster_run, mixed):
     assert len(set(re.findall(rf"started .* {kind} (\S+)", log))) == len(units)
     if cluster_run["name"] == "slurm":  # submitit's logs and pickles in <results>/slurm
         assert list((cluster_run["out"] / "slurm").glob("*_log.err"))
+        # the coordinator unpickles results from there: only this user may write in it
+        assert (cluster_run["out"] / "slurm").stat().st_mode & 0o777 == 0o700
     else:  # the executor shut down the instance it started (and only that)
         assert cluster_run["ray_after"] == cluster_run["ray_before"]
 
@@ -172,6 +174,25 @@ def test_storage_error_inside_a_job_stops_the_run(tmp_path, name):
 
 
 # ------------------------------------------------ settings, the CLI, a missing extra
+def test_a_requeue_is_not_a_death_of_the_unit(tmp_path):
+    """SLURM preemption or time limit: SlurmUnit.checkpoint clears the unit's in-flight marker
+    before the requeue, so a unit preempted MAX_DEATHS times is not failed as a crash."""
+    pytest.importorskip("submitit")
+    from fmbench.executors.slurm import SlurmUnit
+
+    f = tmp_path / "s.toml"
+    f.write_text(ONE_SEED)
+    suite = load_suite(f)
+    unit = work_units(suite, set())[0]
+    store = ResultStore(tmp_path / "out")
+    job = UnitJob(suite, str(tmp_path / "out"), str(tmp_path / "cache"))
+    for _ in range(MAX_DEATHS + 1):
+        assert store.begin_unit(unit.key) == 0  # the preempted job was working on the unit
+        resubmission = SlurmUnit(job).checkpoint(unit)
+        assert resubmission.args == (unit,)
+    assert not list((tmp_path / "out" / "inflight").glob("*.json"))
+
+
 def test_slurm_settings_become_sbatch_parameters(tmp_path, monkeypatch):
     submitit = pytest.importorskip("submitit")
     from fmbench.executors.slurm import SlurmOptions, submitit_parameters
@@ -193,10 +214,45 @@ def test_slurm_settings_become_sbatch_parameters(tmp_path, monkeypatch):
                                                                          "a100")
     assert (p["gpus_per_node"], p["cpus_per_task"], p["mem"], p["time"]) == (1, 8, "64GB", 90)
     assert p["array_parallelism"] == 4 and p["job_name"] == "fmbench-my_suite"
-    with pytest.raises(RunError, match="cluster must be one of"):
+    # no GPUs asked for: no --gpus-per-node=0 line (partitions without GPUs may refuse it)
+    assert not {"gpus_per_node", "mem_gb"} & set(submitit_parameters(SlurmOptions()))
+    with pytest.raises(RunError, match="slurm executor's cluster: must be one of"):
         make_executor("slurm", cluster="lsf")
-    with pytest.raises(RunError, match="num_cpus must be > 0"):
+    with pytest.raises(RunError, match="ray executor's num_cpus: must be > 0, got 0"):
         make_executor("ray", num_cpus=0)
+
+
+@pytest.mark.parametrize("table,key,msg", [
+    ('name = "slurm"\ncpus_per_task = 0', "executor.cpus_per_task", "must be >= 1, got 0"),
+    ('name = "slurm"\ncluster = "lsf"', "executor.cluster", "must be one of slurm, local, debug"),
+    ('name = "ray"\nnum_gpus = -1', "executor.num_gpus", "must be >= 0, got -1"),
+    ('name = "local"\nworkers = -2', "executor.workers", "must be >= 0, got -2"),
+    ('name = "local"\npartition = "gpu"', "executor.partition", "unknown key; allowed: name, workers"),
+])
+def test_executor_table_is_checked_when_the_suite_is_read(tmp_path, capsys, table, key, msg):
+    """fmbench validate refuses what the executor would refuse, naming the file and the key,
+    without needing the executor's library."""
+    f = tmp_path / "s.toml"
+    f.write_text(ONE_SEED + f"\n[executor]\n{table}\n")
+    assert main(["validate", str(f)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert str(f) in err and key in err and msg in err, err
+
+
+@pytest.mark.parametrize("flags,msg", [
+    (["--gpus-per-unit", "1"], "are for the slurm and ray executors"),
+    (["--executor", "local", "--cpus-per-unit", "4"], "are for the slurm and ray executors"),
+    (["--executor", "ray", "--cpus-per-unit", "0"], "--cpus-per-unit must be > 0, got 0"),
+    (["--executor", "slurm", "--cpus-per-unit", "1.5"], "must be > 0 and whole for slurm"),
+    (["--workers", "-1"], "local executor's workers: must be >= 0, got -1"),
+])
+def test_executor_flags_that_do_not_apply_are_refused(tmp_path, capsys, flags, msg):
+    f = tmp_path / "s.toml"
+    f.write_text(ONE_SEED)
+    assert main(["run", str(f), "--out", str(tmp_path / "out"), *flags]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert msg in err, err
+    assert not (tmp_path / "out").exists()
 
 
 def test_cli_runs_the_suites_executor_table(tmp_path, capsys):

@@ -162,7 +162,7 @@ def test_merge_deduplicates_on_case_key(tmp_path):
     assert len(load_results(tmp_path / "m")) == 3
 
 
-def test_merged_folder_carries_run_metadata_and_check_settings(tmp_path):
+def test_merged_folder_carries_run_metadata_and_check_settings(tmp_path, capsys):
     a = frame(rows("icfm", "w2", [1.0, 2.0, 3.0]))
     shards = []
     for name in ("a", "b"):
@@ -184,6 +184,17 @@ def test_merged_folder_carries_run_metadata_and_check_settings(tmp_path):
     (tmp_path / "b" / "run.json").write_text(json.dumps(other))
     assert main(["merge", *shards, "--out", str(tmp_path / "m2")]) == 0
     assert "check" not in json.loads((tmp_path / "m2" / "run.json").read_text())  # disagree
+    assert main(["merge", *shards, "--out", str(tmp_path / "m")]) == 0  # over an earlier merge
+    run = tmp_path / "run"  # a run's folder: its run.json and case files must keep agreeing
+    (run / "cases").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"schema_version": SCHEMA_VERSION, "suite": "toy",
+                                              "status": "complete"}))
+    capsys.readouterr()
+    for target, what in ((run, "holds an fmbench run"), (tmp_path / "a", "did not write")):
+        before = sorted((p.name, p.read_bytes()) for p in target.iterdir() if p.is_file())
+        assert main(["merge", *shards, "--out", str(target)]) == 2
+        assert what in capsys.readouterr().err
+        assert sorted((p.name, p.read_bytes()) for p in target.iterdir() if p.is_file()) == before
 
 
 # ------------------------------------------------------------------- unusable input: exit 2

@@ -10,17 +10,19 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
+import types
 
 import pandas as pd
 import pytest
 import torch
 
 from fmbench.executors import make_executor
-from fmbench.executors.local import placement
+from fmbench.executors.local import placement, uses_gpu
 from fmbench.plan import work_units
 from fmbench.results import RunError
 from fmbench.runner import run_suite
-from fmbench.suite import load_suite
+from fmbench.suite import load_suite, parse_suite
 from tests.conftest import TINY
 
 TIMES = {"train_time", "sample_time", "coupling_time"}
@@ -85,20 +87,47 @@ def test_a_failing_unit_in_a_worker_fails_its_cases_only(tmp_path):
 
 
 def test_worker_count_and_threads(monkeypatch):
-    monkeypatch.setattr("fmbench.executors.local.gpu_count", lambda: 0)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 0)
     monkeypatch.setattr("fmbench.executors.local.available_cores", lambda: 8)
     monkeypatch.delenv("FMBENCH_WORKERS")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert [s["threads"] for s in placement(0, 100)] == [1] * 8  # one per core
     assert [s["threads"] for s in placement(2, 100)] == [4, 4]  # cores shared, no oversubscription
     assert len(placement(0, 3)) == 3  # never more workers than units
-    monkeypatch.setattr("fmbench.executors.local.gpu_count", lambda: 2)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
     assert [s["env"] for s in placement(0, 100)] == [{"CUDA_VISIBLE_DEVICES": "0"},
                                                     {"CUDA_VISIBLE_DEVICES": "1"}]
+    assert [s["env"] for s in placement(3, 100)][2] == {"CUDA_VISIBLE_DEVICES": "0"}
+    # 2D suites train on the CPU: one worker per core even on a GPU machine
+    assert [s["env"] for s in placement(0, 100, gpu=False)] == [{}] * 8
+    assert not uses_gpu(parse_suite(tomllib.loads(TINY), "<tiny>"))
+    # pinned only to GPUs this process was given (a shared node, a SLURM allocation)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,GPU-1f2e")
+    assert [s["env"]["CUDA_VISIBLE_DEVICES"] for s in placement(0, 100)] == ["4", "GPU-1f2e"]
     monkeypatch.setenv("FMBENCH_WORKERS", "zero")
     with pytest.raises(RunError, match="FMBENCH_WORKERS"):
         placement(0, 100)
     with pytest.raises(RunError, match="no option partition"):
         make_executor("local", partition="gpu")
+
+
+def test_one_worker_runs_in_process_even_with_gpus(monkeypatch):
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
+    events, ran = [], []
+
+    class Job:  # a stand-in UnitJob: records where it ran
+        suite = None
+
+        def __call__(self, unit, report):
+            ran.append((unit.key, os.getpid()))
+            return unit.key
+
+    units = [types.SimpleNamespace(key=k) for k in ("a", "b")]
+    ex = make_executor("local", workers=1)
+    assert list(ex.run(Job(), units, events.append)) == ["a", "b"]
+    assert ran == [("a", os.getpid()), ("b", os.getpid())]
+    assert {e.info for e in events} == {"in process"}
+    assert ex.describe() == "local, in this process"
 
 
 # ------------------------------------------- kill -9 (real processes; slow: ~25 s each)
@@ -164,6 +193,7 @@ def test_kill_9_of_the_coordinator_then_resume(tmp_path):
     while time.time() < deadline and any(_alive(p) for p in workers):
         time.sleep(0.05)
     assert not any(_alive(p) for p in workers)  # the workers died with their coordinator
+    assert not list((out / "inflight").glob("*.json"))  # stopped with the run: not their deaths
     before = len(list((out / "cases").glob("*.json")))
     assert before >= 1
     suite = load_suite(f)

@@ -11,13 +11,16 @@ import torch
 
 import fmbench.cache as stages
 import fmbench.generate as G
+import fmbench.work as W
 from fmbench.generate import generate, velocity_field
 from fmbench.paths import make_path
 from fmbench.plan import work_units
+from fmbench.results import ResultStore
 from fmbench.runner import run_suite
 from fmbench.solvers import SolverSpec
 from fmbench.suite import load_suite
 from fmbench.tasks import load_task, per_sample_normal
+from fmbench.work import UnitJob
 from tests.conftest import TINY
 
 TIMES = {"train_time", "sample_time", "coupling_time"}
@@ -121,3 +124,35 @@ def test_the_model_cache_trains_a_model_once_for_concurrent_askers(tmp_path, mon
     (m1, _, _), (m2, _, _) = out
     for p, q in zip(m1.state_dict().values(), m2.state_dict().values(), strict=True):
         assert torch.equal(p, q)
+
+
+def test_a_retried_unit_keeps_the_cases_an_earlier_attempt_saved(tmp_path, monkeypatch):
+    """A unit whose worker (or SLURM job) died after saving some cases: the retry computes only
+    the others, and losing the unit for good fails only the cases not saved."""
+    suite = _suite(tmp_path)
+    unit = work_units(suite, set())[0]
+    assert len(unit.cases) == 2
+    out = tmp_path / "out"
+    job = UnitJob(suite, str(out), str(tmp_path / "c"))
+    first = job(unit)
+    last = unit.cases[-1].case_id
+    store = ResultStore(out)
+    (store.cases_dir / f"{last}.json").unlink()  # died while on the last case
+    scored: list[str] = []
+    real = W.score_case
+    monkeypatch.setattr(W, "score_case",
+                        lambda job, case, *a: scored.append(case.case_id) or real(job, case, *a))
+    second = job(unit)
+    assert scored == [last]
+    kept = unit.cases[0].case_id
+    assert second.rows[kept] == first.rows[kept] == store.finished_case(kept)
+
+    def values(rows):
+        return {r["metric"]: r["value"] for r in rows if r["metric"] not in TIMES}
+
+    assert values(second.rows[last]) == values(first.rows[last])
+    (store.cases_dir / f"{last}.json").unlink()
+    lost = job.fail(unit, "its worker process died 2 times")
+    assert lost.rows[kept] == first.rows[kept]  # not overwritten with failed rows
+    assert {r["status"] for r in lost.rows[last]} == {"failed"}
+    assert store.finished_case(last) is None and store.finished_case(kept) is not None

@@ -23,6 +23,7 @@ from typing import Protocol
 from fmbench.plan import WorkUnit
 from fmbench.registry import Registry
 from fmbench.results import RunError
+from fmbench.validation import one_line
 from fmbench.work import UnitEvent, UnitJob, UnitOutcome
 
 OnEvent = Callable[[UnitEvent], None]
@@ -32,7 +33,7 @@ class Executor(Protocol):
     def run(self, job: UnitJob, units: list[WorkUnit], on_event: OnEvent
             ) -> Iterator[UnitOutcome]: ...
 
-    def describe(self) -> str: ...
+    def describe(self, suite=None) -> str: ...  # where the units (of ``suite``) run
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,10 @@ def make_executor(name: str, options: object | None = None, **overrides) -> Exec
     if bad:
         raise RunError(f"the {name} executor has no option {', '.join(bad)} (its options: "
                        f"{', '.join(sorted(known))})")
-    opts = replace(opts, **{k: v for k, v in overrides.items() if v is not None})
+    try:  # the options dataclass checks its values (FieldError)
+        opts = replace(opts, **{k: v for k, v in overrides.items() if v is not None})
+    except ValueError as e:
+        raise RunError(f"the {name} executor's {one_line(e)}") from None
     return d.make(opts)
 
 

@@ -4,15 +4,19 @@
 ``spawn``-ed processes (fresh interpreters: no forked CUDA or thread state), each taking the next
 pending unit when it is done; the per-unit cost is pickling the unit through a pipe. Placement:
 
-- with GPUs, one worker per GPU by default, pinned with ``CUDA_VISIBLE_DEVICES`` (a worker sees
-  one GPU as ``cuda:0``); ``workers`` above the GPU count share GPUs round-robin;
-- without, one worker per available core; each worker's torch thread count is the cores divided
-  by the workers (at least 1), so workers never oversubscribe the machine.
+- with GPUs and a suite whose tasks use them (image tasks), one worker per GPU by default, pinned
+  with ``CUDA_VISIBLE_DEVICES`` to one of the GPUs this process may use (a worker sees it as
+  ``cuda:0``); ``workers`` above the GPU count share GPUs round-robin;
+- otherwise (no GPU, or 2D tasks, which train on the CPU) one worker per available core; each
+  worker's torch thread count is the cores divided by the workers (at least 1), so workers never
+  oversubscribe the machine.
 
 A worker that dies (out of memory, a crash in native code, kill -9) takes only its unit down: a
-replacement starts and the unit is retried; after it has killed ``MAX_DEATHS`` workers its cases
-are recorded as failed with the reason and the suite goes on. Workers die with the coordinator
-(Linux: PR_SET_PDEATHSIG), so a killed run leaves no orphan processes; ``--resume`` continues.
+replacement starts and the unit is retried without the cases it had already saved; after it has
+killed ``MAX_DEATHS`` workers its remaining cases are recorded as failed with the reason and the
+suite goes on. Workers exit within a fraction of a second of the coordinator's death (a watcher
+thread), so a killed run leaves no orphan processes nor in-flight markers; ``--resume``
+continues.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import logging
 import multiprocessing as mp
 import os
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -30,6 +35,8 @@ from multiprocessing.connection import wait
 from fmbench.executors import ExecutorDef, OnEvent
 from fmbench.plan import WorkUnit
 from fmbench.results import MAX_DEATHS, ResultStore, RunError
+from fmbench.tasks import kind_of
+from fmbench.validation import Range, check_ranges
 from fmbench.work import UnitEvent, UnitJob, UnitOutcome
 
 NAME = "local"
@@ -40,6 +47,9 @@ log = logging.getLogger("fmbench")
 class LocalOptions:
     workers: int = 0  # 0 = one per GPU, else one per available core; 1 = in this process
 
+    def __post_init__(self):
+        check_ranges(self, {"workers": Range(0)})
+
 
 def available_cores() -> int:
     try:
@@ -48,13 +58,24 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def gpu_count() -> int:
+def gpu_ids() -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES names them (indices, UUIDs or MIG
+    names: a worker is pinned to one of these, never to a GPU outside the parent's set)."""
     try:
         import torch
 
-        return torch.cuda.device_count()
+        n = torch.cuda.device_count()
     except Exception:  # noqa: BLE001 - a broken CUDA set-up counts as no GPU
-        return 0
+        return []
+    visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
+               if d.strip()]
+    return visible[:n] if len(visible) >= n else [str(i) for i in range(n)]
+
+
+def uses_gpu(suite) -> bool:
+    """Whether the units of ``suite`` run on a GPU when there is one (image tasks; 2D tasks train
+    on the CPU, so a 2D suite gets one worker per core even on a GPU machine)."""
+    return suite is None or any(kind_of(t.target).uses_gpu for t in suite.tasks)
 
 
 WORKERS_ENV = "FMBENCH_WORKERS"  # the default worker count where the suite and CLI give none
@@ -70,35 +91,34 @@ def default_workers() -> int:
     return int(raw)
 
 
-def placement(workers: int, n_units: int) -> list[dict]:
-    """Each worker's environment and torch thread count: [{"env": {...}, "threads": k}]."""
-    gpus, cores = gpu_count(), available_cores()
-    n = workers or default_workers() or (gpus or cores)
+def placement(workers: int, n_units: int, gpu: bool = True) -> list[dict]:
+    """Each worker's environment and torch thread count: [{"env": {...}, "threads": k}].
+    ``gpu``: the units use a GPU when there is one (then one worker per GPU by default)."""
+    gpus, cores = (gpu_ids() if gpu else []), available_cores()
+    n = workers or default_workers() or (len(gpus) or cores)
     n = max(1, min(n, n_units))
     threads = max(1, cores // n)
-    return [{"env": {"CUDA_VISIBLE_DEVICES": str(i % gpus)} if gpus else {},
+    return [{"env": {"CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)]} if gpus else {},
              "threads": threads} for i in range(n)]
 
 
 class LocalExecutor:
     def __init__(self, options: LocalOptions):
-        if options.workers < 0:
-            raise RunError(f"workers must be >= 0 (0 = automatic), got {options.workers}")
         self.options = options
 
-    def describe(self) -> str:
+    def describe(self, suite=None) -> str:
         w = self.options.workers or default_workers()
         if w == 1:
             return "local, in this process"
-        slots = placement(w, 10**6)
+        slots = placement(w, 10**6, uses_gpu(suite))
         how = "" if w else " (one per GPU)" if slots[0]["env"] else " (one per core)"
         return f"local, {len(slots)} worker process(es){how}, {slots[0]['threads']} torch " \
                "thread(s) each"
 
     def run(self, job: UnitJob, units: list[WorkUnit], on_event: OnEvent
             ) -> Iterator[UnitOutcome]:
-        slots = placement(self.options.workers, len(units))
-        if len(slots) == 1 and not slots[0]["env"]:
+        slots = placement(self.options.workers, len(units), uses_gpu(job.suite))
+        if len(slots) == 1:
             for unit in units:  # in process, exactly as a plain loop
                 on_event(UnitEvent(unit.key, "started", info="in process"))
                 yield job(unit, on_event)
@@ -106,19 +126,28 @@ class LocalExecutor:
         yield from _Pool(job, slots, on_event).run(units)
 
 
-def _die_with_parent() -> None:
-    """Linux: the kernel sends SIGKILL to this worker when the coordinator dies."""
-    try:
-        import ctypes
+def _exit_with_parent(out_dir: str, current: dict) -> None:
+    """A thread that ends this worker (``os._exit``) within a fraction of a second of the
+    coordinator's death (kill -9, the OOM killer, a closed terminal), first clearing the
+    in-flight marker of the unit it was on: stopped with its run, the unit did not die."""
+    parent = os.getppid()
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        try:
+            if current.get("key"):
+                ResultStore(out_dir).end_unit(current["key"])
+        finally:
+            os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="fmbench-exit-with-parent").start()
 
 
 def _worker(conn, job: UnitJob, env: dict, threads: int) -> None:
     os.environ.update(env)
-    _die_with_parent()
+    current: dict = {}  # the unit being worked on
+    _exit_with_parent(job.out_dir, current)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
     import torch
 
@@ -134,8 +163,10 @@ def _worker(conn, job: UnitJob, env: dict, threads: int) -> None:
             return
         if unit is None:
             return
+        current["key"] = unit.key
         try:
             out = job(unit, lambda ev: conn.send(("event", ev)))
+            current.clear()
             conn.send(("done", out))
         except BaseException as e:  # noqa: BLE001 - StorageError and the like stop the run
             try:

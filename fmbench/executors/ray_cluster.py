@@ -25,7 +25,7 @@ from fmbench.plan import WorkUnit
 from fmbench.results import MAX_DEATHS, RunError
 from fmbench.score import describe
 from fmbench.storage import StorageError
-from fmbench.validation import one_line
+from fmbench.validation import Range, check_ranges, one_line
 from fmbench.work import UnitEvent, UnitJob, UnitOutcome
 
 NAME = "ray"
@@ -37,6 +37,10 @@ class RayOptions:
     num_cpus: float = 1.0  # per unit
     num_gpus: float = 0.0  # per unit
     local_cpus: int = 0  # CPUs of a local instance (0 = all)
+
+    def __post_init__(self):
+        check_ranges(self, {"num_cpus": Range(0, lo_open=True), "num_gpus": Range(0),
+                            "local_cpus": Range(0)})
 
 
 def _import_ray():
@@ -57,14 +61,10 @@ def run_unit_task(job: UnitJob, unit: WorkUnit, threads: int) -> UnitOutcome:
 
 class RayExecutor:
     def __init__(self, options: RayOptions):
-        if options.num_cpus <= 0:
-            raise RunError(f"the ray executor's num_cpus must be > 0, got {options.num_cpus}")
-        if options.num_gpus < 0 or options.local_cpus < 0:
-            raise RunError("the ray executor's num_gpus and local_cpus must be >= 0")
         _import_ray()
         self.options = options
 
-    def describe(self) -> str:
+    def describe(self, suite=None) -> str:
         o = self.options
         where = (f"cluster {o.address}" if o.address else
                  f"a local instance ({o.local_cpus or 'all'} CPUs)")

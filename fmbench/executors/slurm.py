@@ -8,7 +8,8 @@ share), and the coordinator yields each unit's outcome as its job finishes.
 
 Preemption and time limits: SLURM signals a job (USR2, ``signal_delay_s`` before its limit, or
 when it is preempted); submitit then calls :meth:`SlurmUnit.checkpoint`, which resubmits the same
-unit (``DelayedSubmission(self, unit)``), and requeues the job. The requeued unit takes its model
+unit (``DelayedSubmission(self, unit)``) after clearing its in-flight marker (a requeue is not a
+death of the unit), and requeues the job. The requeued unit keeps the cases it saved, takes its model
 from the cache when training had finished, else resumes training from the last checkpoint in
 ``<cache>/checkpoints/`` (written every ``training.checkpoint_every`` steps: set it for long
 training, otherwise a requeued unit trains from the start). A job may time out ``max_timeouts``
@@ -39,10 +40,10 @@ from pathlib import Path
 
 from fmbench.executors import ExecutorDef, OnEvent, missing_extra
 from fmbench.plan import WorkUnit
-from fmbench.results import RunError
+from fmbench.results import ResultStore, RunError
 from fmbench.score import describe
 from fmbench.storage import StorageError
-from fmbench.validation import one_line
+from fmbench.validation import FieldError, Range, check_ranges, one_line
 from fmbench.work import UnitEvent, UnitJob, UnitOutcome
 
 NAME = "slurm"
@@ -66,6 +67,17 @@ class SlurmOptions:
     max_timeouts: int = 3  # times a unit may reach its time limit and be requeued
     signal_delay_s: int = 120  # the requeue signal comes this long before the time limit
     poll_s: float = 0.0  # seconds between status checks (0 = 5 on SLURM, 0.2 locally)
+
+    def __post_init__(self):
+        if self.cluster not in CLUSTERS:
+            raise FieldError("cluster", f"must be one of {', '.join(CLUSTERS)}, "
+                                        f"got {self.cluster!r}")
+        check_ranges(self, SLURM_RANGES)
+
+
+SLURM_RANGES = {**{k: Range(1) for k in ("cpus_per_task", "timeout_min", "array_parallelism")},
+                **{k: Range(0) for k in ("gpus_per_node", "mem_gb", "max_timeouts",
+                                         "signal_delay_s", "poll_s")}}
 
 
 def _import_submitit():
@@ -115,6 +127,7 @@ class SlurmUnit:
         from submitit.helpers import DelayedSubmission
 
         _say(f"{unit.label}: preempted or at its time limit; submitted again for the requeue")
+        ResultStore(self.job.out_dir).end_unit(unit.key)  # a requeue is not the unit's death
         return DelayedSubmission(self, unit)
 
 
@@ -144,11 +157,11 @@ def submitit_parameters(options: SlurmOptions, name: str = "fmbench") -> dict:
     (submitit ignores the latter on the local and debug clusters)."""
     params: dict = {"name": re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:64] or "fmbench",
                     "timeout_min": options.timeout_min, "cpus_per_task": options.cpus_per_task,
-                    "gpus_per_node": options.gpus_per_node,
                     "slurm_array_parallelism": options.array_parallelism,
                     "slurm_signal_delay_s": options.signal_delay_s}
-    if options.mem_gb:
-        params["mem_gb"] = options.mem_gb
+    for key in ("gpus_per_node", "mem_gb"):  # 0: left to the partition (some refuse --gpus 0)
+        if getattr(options, key):
+            params[key] = getattr(options, key)
     for key in ("partition", "account", "qos", "constraint"):
         if getattr(options, key):
             params[f"slurm_{key}"] = getattr(options, key)
@@ -157,17 +170,6 @@ def submitit_parameters(options: SlurmOptions, name: str = "fmbench") -> dict:
 
 class SlurmExecutor:
     def __init__(self, options: SlurmOptions):
-        if options.cluster not in CLUSTERS:
-            raise RunError(f"the slurm executor's cluster must be one of {', '.join(CLUSTERS)}, "
-                           f"got {options.cluster!r}")
-        for key in ("cpus_per_task", "timeout_min", "array_parallelism"):
-            if getattr(options, key) < 1:
-                raise RunError(f"the slurm executor's {key} must be >= 1, "
-                               f"got {getattr(options, key)}")
-        for key in ("gpus_per_node", "mem_gb", "max_timeouts", "signal_delay_s", "poll_s"):
-            if getattr(options, key) < 0:
-                raise RunError(f"the slurm executor's {key} must be >= 0, "
-                               f"got {getattr(options, key)}")
         _import_submitit()
         if options.cluster == "slurm" and shutil.which("srun") is None:
             raise RunError('the slurm executor found no SLURM here (no srun on PATH); '
@@ -175,7 +177,7 @@ class SlurmExecutor:
                            "tries a suite on this machine")
         self.options = options
 
-    def describe(self) -> str:
+    def describe(self, suite=None) -> str:
         o = self.options
         if o.cluster != "slurm":
             return (f"slurm executor on submitit's {o.cluster} cluster ("
@@ -191,6 +193,11 @@ class SlurmExecutor:
         submitit = _import_submitit()
         o = self.options
         folder = Path(o.folder) if o.folder else Path(job.out_dir) / "slurm"
+        try:  # the coordinator unpickles the jobs' results from here: no one else may write
+            folder.mkdir(parents=True, exist_ok=True)
+            os.chmod(folder, 0o700)
+        except OSError as e:
+            raise StorageError(f"cannot use the submitit folder {folder}: {e}") from None
         try:
             ex = submitit.AutoExecutor(folder=folder, cluster=o.cluster,
                                        slurm_max_num_timeout=o.max_timeouts,
