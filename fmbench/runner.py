@@ -88,6 +88,8 @@ def run_suite(suite, out_dir: str | Path, resume: bool = False,
         with RunProgress(console, session.store.dir, units, len(all_cases),
                          sum(c.case_id in done for c in all_cases), executor.describe(suite)) as bar:
             for outcome in executor.run(job, units, bar.event):
+                for message in outcome.warnings:  # from a cluster job's own log
+                    log.warning("%s (%s)", message, outcome.host or "a worker")
                 for case_id, rows in outcome.rows.items():
                     session.record(case_id, rows)
                 if not outcome.failure:

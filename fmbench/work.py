@@ -58,6 +58,7 @@ class UnitOutcome:
     seconds: float = 0.0
     cached: bool = False  # the model came from the model cache
     failure: str = ""  # why every case failed ("" when the unit's model was available)
+    warnings: list[str] = field(default_factory=list)  # logged where it ran (cluster jobs)
 
 
 Report = Callable[[UnitEvent], None]
@@ -100,6 +101,31 @@ def _finished(store: ResultStore, unit: WorkUnit) -> tuple[dict[str, list[dict]]
         else:
             done[case.case_id] = rows
     return done, pending
+
+
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def run_keeping_warnings(job: UnitJob, unit: WorkUnit, report: Report | None = None):
+    """``job(unit, report)`` with fmbench's warnings logged meanwhile carried back on the outcome
+    (a cluster job's own log is a file the coordinator does not read; the coordinator logs them
+    into run.log). Returns whatever the job returns (an outcome unless it raised)."""
+    handler = _Collect()
+    logger = logging.getLogger("fmbench")
+    logger.addHandler(handler)
+    try:
+        out = job(unit, report)
+    finally:
+        logger.removeHandler(handler)
+    if isinstance(out, UnitOutcome):
+        out.warnings.extend(handler.messages)
+    return out
 
 
 def _write(store: ResultStore, suite, case: Case, values: Values) -> list[dict]:

@@ -10,6 +10,7 @@ monkeypatching would not reach the jobs' processes.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -124,6 +125,8 @@ class Sabotaged(UnitJob):
     how: str = "die"
 
     def __call__(self, unit, report=None):
+        if unit.first.path.name == "icfm":  # must reach the coordinator's run.log, once
+            logging.getLogger("fmbench").warning("a warning inside the job (simulated)")
         if unit.first.path.name == "otcfm":
             if self.how == "die":
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -161,6 +164,8 @@ def test_a_job_that_dies_fails_its_unit_and_the_suite_goes_on(tmp_path, name):
     assert (df[df["path"] == "icfm"]["status"] == "ok").all()
     assert df["case_id"].nunique() == len(suite.cases())
     assert not list((tmp_path / "out" / "inflight").glob("*.json"))
+    log = (tmp_path / "out" / "run.log").read_text()
+    assert log.count("a warning inside the job (simulated)") == 1, log
 
 
 @pytest.mark.parametrize("name", ["slurm-debug", "ray"])

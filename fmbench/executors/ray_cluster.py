@@ -26,7 +26,7 @@ from fmbench.results import MAX_DEATHS, RunError
 from fmbench.score import describe
 from fmbench.storage import StorageError
 from fmbench.validation import Range, check_ranges, one_line
-from fmbench.work import UnitEvent, UnitJob, UnitOutcome
+from fmbench.work import UnitEvent, UnitJob, UnitOutcome, run_keeping_warnings
 
 NAME = "ray"
 
@@ -56,7 +56,7 @@ def run_unit_task(job: UnitJob, unit: WorkUnit, threads: int) -> UnitOutcome:
     import torch
 
     torch.set_num_threads(threads)
-    return job(unit)
+    return run_keeping_warnings(job, unit)
 
 
 class RayExecutor:

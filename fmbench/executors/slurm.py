@@ -44,7 +44,7 @@ from fmbench.results import ResultStore, RunError
 from fmbench.score import describe
 from fmbench.storage import StorageError
 from fmbench.validation import FieldError, Range, check_ranges, one_line
-from fmbench.work import UnitEvent, UnitJob, UnitOutcome
+from fmbench.work import UnitEvent, UnitJob, UnitOutcome, run_keeping_warnings
 
 NAME = "slurm"
 CLUSTERS = ("slurm", "local", "debug")
@@ -115,7 +115,9 @@ class SlurmUnit:
         if in_job and (Path(self.job.cache_dir) / "checkpoints" / f"{unit.key}.pt").exists():
             _say(f"{unit.label}: a training checkpoint exists, training resumes from it")
         try:
-            return self.job(unit, _Reporter(unit) if in_job else None)
+            if not in_job:  # debug cluster: this process, whose warnings reach run.log as is
+                return self.job(unit)
+            return run_keeping_warnings(self.job, unit, _Reporter(unit))
         except StorageError as e:
             return _Stopped(e)
         except Exception as e:  # noqa: BLE001 - a value: the debug cluster would open pdb
