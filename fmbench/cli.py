@@ -114,11 +114,15 @@ def _executor(args, suite):
 
     name = args.executor or suite.executor.name
     options = suite.executor.options if name == suite.executor.name else None
-    gpus, cpus = args.gpus_per_unit, args.cpus_per_unit
-    if name == "local" and (gpus is not None or cpus is not None):
-        raise RunError("--gpus-per-unit and --cpus-per-unit are for the slurm and ray executors; "
-                       "the local one places units itself (a worker per GPU, else per core; "
-                       "--workers sets how many)")
+    given = {flag: getattr(args, flag.lstrip("-").replace("-", "_")) for flag in EXECUTOR_FLAGS}
+    for flag, value in given.items():
+        takers = EXECUTOR_FLAGS[flag]
+        if value is not None and name not in takers:
+            raise RunError(f"{flag} is for the {' and '.join(takers)} executor"
+                           f"{'s' * (len(takers) > 1)}, not {name}"
+                           + ("; the local one places units itself (a worker per GPU, else per "
+                              "core; --workers sets how many)" if name == "local" else ""))
+    gpus, cpus = given["--gpus-per-unit"], given["--cpus-per-unit"]
     if gpus is not None and (gpus < 0 or (name == "slurm" and gpus != int(gpus))):
         raise RunError(f"--gpus-per-unit must be >= 0{' and whole for slurm' * (name == 'slurm')}"
                        f", got {gpus:g}")
@@ -132,6 +136,13 @@ def _executor(args, suite):
                          gpus_per_node=int(gpus) if slurm and gpus is not None else None,
                          cpus_per_task=int(cpus) if slurm and cpus is not None else None,
                          num_gpus=gpus if ray else None, num_cpus=cpus if ray else None)
+
+
+# the executors each --flag of `fmbench run` applies to
+EXECUTOR_FLAGS = {"--workers": ("local",), "--partition": ("slurm",),
+                  "--timeout-min": ("slurm",), "--array-parallelism": ("slurm",),
+                  "--gpus-per-unit": ("slurm", "ray"), "--cpus-per-unit": ("slurm", "ray"),
+                  "--ray-address": ("ray",)}
 
 
 def cmd_fid_weights(args, console: Console) -> int:
@@ -197,8 +208,7 @@ def cmd_merge(args, console: Console) -> int:
 
     df = merge([load_results(p) for p in args.results])  # strict: bad input → ResultsError
     out = Path(args.out)
-    if not out.suffix:
-        _check_merge_folder(out)
+    _check_merge_target(out)
     atomic_write_text(out / "results.csv" if not out.suffix else out, df.to_csv(index=False))
     if not out.suffix:  # a folder: run.json says where the rows came from (and check's settings)
         atomic_write_text(out / "run.json", json.dumps(merged_meta(args.results), indent=2,
@@ -208,21 +218,27 @@ def cmd_merge(args, console: Console) -> int:
     return 0
 
 
-def _check_merge_folder(out: Path) -> None:
-    """A merge writes into a new or empty folder, or over an earlier merge: never into a run's
-    folder (its run.json and case files would stop agreeing) nor over files it did not write."""
-    from fmbench.compare import read_run_json
+def _check_merge_target(out: Path) -> None:
+    """A merge writes a new or empty folder, an earlier merge's folder, or a CSV file outside
+    any run's folder: never into a run's folder (its run.json and case files would stop
+    agreeing) nor over files fmbench did not write."""
+    from fmbench.compare import ResultsError, read_run_json
     from fmbench.results import ResultStore, RunError
 
-    kind = ResultStore(out).kind()
-    if kind in ("missing", "empty"):
-        return
-    if kind == "fmbench" and read_run_json(out).get("status") == "merged" \
-            and not ResultStore(out).case_files():
+    def merged(folder: Path) -> bool:
+        try:
+            meta = read_run_json(folder)
+        except (ResultsError, RunError):
+            return False
+        return meta.get("status") == "merged" and not ResultStore(folder).case_files()
+
+    folder = out.parent if out.suffix else out
+    kind = ResultStore(folder).kind()
+    if out.suffix and kind != "fmbench" or kind in ("missing", "empty") or merged(folder):
         return
     what = "an fmbench run" if kind == "fmbench" else "files fmbench did not write"
-    raise RunError(f"--out {out} holds {what}; merge into a new folder (or over an earlier "
-                   "merge)")
+    raise RunError(f"--out {out}: {folder} holds {what}; merge into a new folder, an earlier "
+                   "merge's, or a CSV file outside a run's folder")
 
 
 def cmd_report(args, console: Console) -> int:

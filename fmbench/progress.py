@@ -114,6 +114,7 @@ class RunProgress:
                                    highlight=False)
             self.log.info("failed %s: %s", label, out.failure)
             return
-        self.log.info("finished %s: %d case(s) in %.1f s on %s%s; %s", label, len(out.rows),
-                      out.seconds, out.device, " (model from the cache)" if out.cached else "",
+        self.log.info("finished %s: %d case(s) in %.1f s %s%s; %s", label, len(out.rows),
+                      out.seconds, f"on {out.device}" if out.device else "(saved before)",
+                      " (model from the cache)" if out.cached else "",
                       headline(out.rows) or "no ok metric")

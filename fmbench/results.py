@@ -223,17 +223,18 @@ class ResultStore:
                 corrupt[p] = str(e)
         return rows, corrupt
 
-    def finished_case(self, case_id: str) -> list[dict] | None:
+    def finished_case(self, case_id: str, partial: bool = False) -> list[dict] | None:
         """The rows of case ``case_id`` when its file exists, is readable and has no failed row
-        (an earlier attempt at its unit finished it), else None."""
+        (``partial``: at least one ok row), else None."""
         path = self.cases_dir / f"{case_id}.json"
         if not path.exists():
             return None
         try:
             rows = _case_rows(path)
-        except CorruptFile:
+        except (CorruptFile, RunError):
             return None
-        return None if any(r["status"] == "failed" for r in rows) else rows
+        ok = [r["status"] != "failed" for r in rows]
+        return rows if (any(ok) if partial else all(ok)) else None
 
     def write_case(self, case_id: str, rows: list[dict]) -> None:
         atomic_write_text(self.cases_dir / f"{case_id}.json",

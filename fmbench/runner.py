@@ -92,7 +92,7 @@ def run_suite(suite, out_dir: str | Path, resume: bool = False,
                     log.warning("%s (%s)", message, outcome.host or "a worker")
                 for case_id, rows in outcome.rows.items():
                     session.record(case_id, rows)
-                if not outcome.failure:
+                if not outcome.failure and outcome.device:
                     devices.add(f"{outcome.host}: {outcome.device}")
                     session.meta["devices"] = sorted(devices | set(session.meta.get("devices",
                                                                                      [])))

@@ -81,7 +81,7 @@ class UnitJob:
         its worker or job died more often than allowed, or the cluster reported a failure)."""
         store = ResultStore(self.out_dir)
         out = UnitOutcome(unit.key, host=socket.gethostname(), failure=reason)
-        out.rows, pending = _finished(store, unit)
+        out.rows, pending = _finished(store, unit, partial=True)
         for case in pending:
             out.rows[case.case_id] = _write(store, self.suite, case,
                                             failed(self.suite.metrics.names, reason))
@@ -89,13 +89,15 @@ class UnitJob:
         return out
 
 
-def _finished(store: ResultStore, unit: WorkUnit) -> tuple[dict[str, list[dict]], list[Case]]:
+def _finished(store: ResultStore, unit: WorkUnit, partial: bool = False
+              ) -> tuple[dict[str, list[dict]], list[Case]]:
     """Rows of the unit's cases that an earlier attempt at it finished (its worker or job died
     after saving them, or a requeued job), and the cases still to do: a retry neither repeats
-    nor overwrites a finished case."""
+    nor overwrites a finished case. ``partial``: a case with some ok metric counts as finished
+    (a lost unit must not overwrite its values and reasons with the loss)."""
     done, pending = {}, []
     for case in unit.cases:
-        rows = store.finished_case(case.case_id)
+        rows = store.finished_case(case.case_id, partial)
         if rows is None:
             pending.append(case)
         else:
@@ -135,8 +137,11 @@ def _write(store: ResultStore, suite, case: Case, values: Values) -> list[dict]:
 
 
 def device_name(dev: torch.device) -> str:
-    if dev.type == "cuda":
-        return f"cuda:{os.environ.get('CUDA_VISIBLE_DEVICES', dev.index or 0)} " \
+    if dev.type == "cuda":  # the GPU as the machine names it (CUDA_VISIBLE_DEVICES), not cuda:0
+        index = dev.index or 0
+        visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
+                   if d.strip()]
+        return f"cuda:{visible[index] if index < len(visible) else index} " \
                f"({torch.cuda.get_device_name(dev)})"
     return "cpu"
 
@@ -148,8 +153,9 @@ def run_unit(job: UnitJob, unit: WorkUnit, report: Report) -> UnitOutcome:
     store = ResultStore(job.out_dir)
     out = UnitOutcome(unit.key, host=socket.gethostname())
     out.rows, pending = _finished(store, unit)
-    if not pending:
-        out.seconds = time.perf_counter() - start
+    if not pending:  # an earlier attempt saved every case, then died before it could say so
+        store.end_unit(unit.key)
+        out.device, out.seconds = "", time.perf_counter() - start
         return out
     deaths = store.begin_unit(unit.key)
     try:

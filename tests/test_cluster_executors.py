@@ -198,6 +198,23 @@ def test_a_requeue_is_not_a_death_of_the_unit(tmp_path):
     assert not list((tmp_path / "out" / "inflight").glob("*.json"))
 
 
+def test_submitit_folder_is_private_unless_it_is_yours(tmp_path, caplog):
+    """The coordinator unpickles job results from the submitit folder: fmbench's own folder and
+    one it creates become mode 700; a folder you named is left alone, with a warning when
+    others can write to it."""
+    from fmbench.executors.slurm import _private_folder
+
+    own, new, shared = tmp_path / "out" / "slurm", tmp_path / "new", tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    _private_folder(own, own=True)
+    _private_folder(new, own=False)
+    with caplog.at_level("WARNING", logger="fmbench"):
+        _private_folder(shared, own=False)
+    assert [p.stat().st_mode & 0o777 for p in (own, new, shared)] == [0o700, 0o700, 0o777]
+    assert "writable by others" in caplog.text and str(shared) in caplog.text
+
+
 def test_slurm_settings_become_sbatch_parameters(tmp_path, monkeypatch):
     submitit = pytest.importorskip("submitit")
     from fmbench.executors.slurm import SlurmOptions, submitit_parameters
@@ -245,8 +262,11 @@ def test_executor_table_is_checked_when_the_suite_is_read(tmp_path, capsys, tabl
 
 
 @pytest.mark.parametrize("flags,msg", [
-    (["--gpus-per-unit", "1"], "are for the slurm and ray executors"),
-    (["--executor", "local", "--cpus-per-unit", "4"], "are for the slurm and ray executors"),
+    (["--gpus-per-unit", "1"], "--gpus-per-unit is for the slurm and ray executors, not local"),
+    (["--executor", "local", "--cpus-per-unit", "4"], "--cpus-per-unit is for the slurm and ray"),
+    (["--executor", "slurm", "--ray-address", "auto"], "--ray-address is for the ray executor, "
+                                                       "not slurm"),
+    (["--executor", "ray", "--workers", "2"], "--workers is for the local executor, not ray"),
     (["--executor", "ray", "--cpus-per-unit", "0"], "--cpus-per-unit must be > 0, got 0"),
     (["--executor", "slurm", "--cpus-per-unit", "1.5"], "must be > 0 and whole for slurm"),
     (["--workers", "-1"], "local executor's workers: must be >= 0, got -1"),

@@ -190,11 +190,18 @@ def test_merged_folder_carries_run_metadata_and_check_settings(tmp_path, capsys)
     (run / "run.json").write_text(json.dumps({"schema_version": SCHEMA_VERSION, "suite": "toy",
                                               "status": "complete"}))
     capsys.readouterr()
-    for target, what in ((run, "holds an fmbench run"), (tmp_path / "a", "did not write")):
-        before = sorted((p.name, p.read_bytes()) for p in target.iterdir() if p.is_file())
+    c = tmp_path / "c.csv"  # CSV inputs: the merged run.json names no suite
+    a.to_csv(c, index=False)
+    for _ in range(2):  # and merging over that merge again
+        assert main(["merge", str(c), "--out", str(tmp_path / "m3")]) == 0
+    assert main(["merge", str(c), "--out", str(tmp_path / "m3" / "table.csv")]) == 0
+    for target, what in ((run, "holds an fmbench run"), (tmp_path / "a", "did not write"),
+                         (run / "results.csv", "holds an fmbench run")):
+        folder = target.parent if target.suffix else target
+        before = sorted((p.name, p.read_bytes()) for p in folder.iterdir() if p.is_file())
         assert main(["merge", *shards, "--out", str(target)]) == 2
         assert what in capsys.readouterr().err
-        assert sorted((p.name, p.read_bytes()) for p in target.iterdir() if p.is_file()) == before
+        assert sorted((p.name, p.read_bytes()) for p in folder.iterdir() if p.is_file()) == before
 
 
 # ------------------------------------------------------------------- unusable input: exit 2

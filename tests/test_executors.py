@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from fmbench.executors import make_executor
-from fmbench.executors.local import placement, uses_gpu
+from fmbench.executors.local import available_cores, placement, uses_gpu
 from fmbench.plan import work_units
 from fmbench.results import RunError
 from fmbench.runner import run_suite
@@ -128,6 +128,13 @@ def test_one_worker_runs_in_process_even_with_gpus(monkeypatch):
     assert ran == [("a", os.getpid()), ("b", os.getpid())]
     assert {e.info for e in events} == {"in process"}
     assert ex.describe() == "local, in this process"
+    # by default a single GPU still gets a worker process: a crash takes only its unit down
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
+    monkeypatch.delenv("FMBENCH_WORKERS")
+    auto = make_executor("local")
+    assert auto.describe() == "local, 1 worker process(es) (one per GPU), " \
+        f"{available_cores()} torch thread(s) each"
+    assert not auto._in_process(placement(0, 100))
 
 
 # ------------------------------------------- kill -9 (real processes; slow: ~25 s each)

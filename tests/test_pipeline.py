@@ -156,3 +156,17 @@ def test_a_retried_unit_keeps_the_cases_an_earlier_attempt_saved(tmp_path, monke
     assert lost.rows[kept] == first.rows[kept]  # not overwritten with failed rows
     assert {r["status"] for r in lost.rows[last]} == {"failed"}
     assert store.finished_case(last) is None and store.finished_case(kept) is not None
+    # every case saved, then the worker died before reporting: nothing recomputed, no marker
+    job(unit)
+    store.begin_unit(unit.key)
+    scored.clear()
+    again = job(unit)
+    assert scored == [] and again.device == "" and set(again.rows) == {kept, last}
+    assert not list((out / "inflight").glob("*.json"))
+    # a case with one failed metric keeps its values and reason when the unit is lost later
+    rows = store.finished_case(last)
+    rows[0] = {**rows[0], "status": "failed", "value": None, "reason": "w2 was inf"}
+    store.write_case(last, rows)
+    assert store.finished_case(last) is None  # a retry recomputes it ...
+    assert job.fail(unit, "its worker process died 2 times").rows[last] == rows  # ... a loss not
+    assert store.finished_case(last, partial=True) == rows

@@ -106,11 +106,17 @@ class LocalExecutor:
     def __init__(self, options: LocalOptions):
         self.options = options
 
+    def _in_process(self, slots: list[dict]) -> bool:
+        """One worker asked for, or one slot needing no GPU pinning (one core): no pool. A
+        single GPU still gets a worker process (a crash takes only its unit down)."""
+        return (self.options.workers or default_workers()) == 1 or \
+            (len(slots) == 1 and not slots[0]["env"])
+
     def describe(self, suite=None) -> str:
         w = self.options.workers or default_workers()
-        if w == 1:
-            return "local, in this process"
         slots = placement(w, 10**6, uses_gpu(suite))
+        if self._in_process(slots):
+            return "local, in this process"
         how = "" if w else " (one per GPU)" if slots[0]["env"] else " (one per core)"
         return f"local, {len(slots)} worker process(es){how}, {slots[0]['threads']} torch " \
                "thread(s) each"
@@ -118,7 +124,7 @@ class LocalExecutor:
     def run(self, job: UnitJob, units: list[WorkUnit], on_event: OnEvent
             ) -> Iterator[UnitOutcome]:
         slots = placement(self.options.workers, len(units), uses_gpu(job.suite))
-        if len(slots) == 1:
+        if self._in_process(slots):
             for unit in units:  # in process, exactly as a plain loop
                 on_event(UnitEvent(unit.key, "started", info="in process"))
                 yield job(unit, on_event)
@@ -126,11 +132,11 @@ class LocalExecutor:
         yield from _Pool(job, slots, on_event).run(units)
 
 
-def _exit_with_parent(out_dir: str, current: dict) -> None:
+def _exit_with_parent(parent: int, out_dir: str, current: dict) -> None:
     """A thread that ends this worker (``os._exit``) within a fraction of a second of the
-    coordinator's death (kill -9, the OOM killer, a closed terminal), first clearing the
-    in-flight marker of the unit it was on: stopped with its run, the unit did not die."""
-    parent = os.getppid()
+    death of its coordinator, pid ``parent`` (kill -9, the OOM killer, a closed terminal),
+    first clearing the in-flight marker of the unit it was on: stopped with its run, the unit
+    did not die."""
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -144,10 +150,11 @@ def _exit_with_parent(out_dir: str, current: dict) -> None:
     threading.Thread(target=watch, daemon=True, name="fmbench-exit-with-parent").start()
 
 
-def _worker(conn, job: UnitJob, env: dict, threads: int) -> None:
+def _worker(conn, job: UnitJob, env: dict, threads: int, parent: int) -> None:
     os.environ.update(env)
     current: dict = {}  # the unit being worked on
-    _exit_with_parent(job.out_dir, current)
+    # the coordinator's pid taken before the spawn: one that dies while this worker starts up
+    _exit_with_parent(parent, job.out_dir, current)  # is seen as dead, not as init's child
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
     import torch
 
@@ -206,8 +213,8 @@ class _Pool:
 
     def _start(self, spec: dict) -> _Slot:
         parent, child = self.ctx.Pipe()
-        p = self.ctx.Process(target=_worker, args=(child, self.job, spec["env"], spec["threads"]),
-                             daemon=True, name="fmbench-worker")
+        p = self.ctx.Process(target=_worker, args=(child, self.job, spec["env"], spec["threads"],
+                                                   os.getpid()), daemon=True, name="fmbench-worker")
         p.start()
         child.close()
         return _Slot(p, parent, spec)

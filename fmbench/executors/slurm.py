@@ -195,11 +195,7 @@ class SlurmExecutor:
         submitit = _import_submitit()
         o = self.options
         folder = Path(o.folder) if o.folder else Path(job.out_dir) / "slurm"
-        try:  # the coordinator unpickles the jobs' results from here: no one else may write
-            folder.mkdir(parents=True, exist_ok=True)
-            os.chmod(folder, 0o700)
-        except OSError as e:
-            raise StorageError(f"cannot use the submitit folder {folder}: {e}") from None
+        _private_folder(folder, own=not o.folder)
         try:
             ex = submitit.AutoExecutor(folder=folder, cluster=o.cluster,
                                        slurm_max_num_timeout=o.max_timeouts,
@@ -256,6 +252,23 @@ class SlurmExecutor:
             for j in jobs:  # no shared file system to wait on for a result that never comes
                 j._results_timeout_s = 2
         return list(zip(jobs, units, strict=True))
+
+
+def _private_folder(folder: Path, own: bool) -> None:
+    """The coordinator unpickles the jobs' results from ``folder``: no one else may write there.
+    fmbench's own folder (``own``) and a folder it creates are made private (mode 700); a
+    folder you named that others can write to gets a warning (it is left as it is)."""
+    if "%" in str(folder):  # submitit's %j placeholders: a folder per job, made by submitit
+        return
+    try:
+        if own or not folder.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            os.chmod(folder, 0o700)
+        elif folder.stat().st_mode & 0o022:
+            log.warning("the submitit folder %s is writable by others; the coordinator "
+                        "unpickles job results from it: make it private (chmod 700)", folder)
+    except OSError as e:
+        raise StorageError(f"cannot use the submitit folder {folder}: {e}") from None
 
 
 def _cancel(jobs: list, cluster: str) -> None:
