@@ -88,8 +88,7 @@ def cmd_run(args, console: Console) -> int:
                       executor=_executor(args, suite))
     df = table[table["case_id"].isin({c.case_id for c in suite.cases()})]
     if (df["status"] == "ok").any():
-        console.print(summary_table(df, title=f"{suite.name}: mean ± std over "
-                                              f"{len(suite.seeds)} seed(s)"))
+        console.print(summary_table(df, title=f"{suite.name}: {len(suite.seeds)} seed(s)"))
     else:
         console.print(f"[red]{suite.name}: no metric has an ok value[/]")
     others = len(table) - len(df)

@@ -2,15 +2,20 @@
 
 Rows are matched on what defines a number, not on run-specific ids: task (source, target), path
 and its parameters, objective, coupling, solver and its parameters, metric. For each match, over the
-seeds of each side (status ``ok`` only):
+seeds × evaluation draws of each side (status ``ok`` only):
 
 - ``not comparable``: the definitions differ (metric version, unit, metric settings such as sample
   counts, n_eval) — never compared numerically;
 - ``missing``: present (with ok values) on one side only;
 - ``better`` / ``worse``: the change in the metric's good/bad direction exceeds the relative
-  threshold AND is significant: with ≥ 3 seeds on both sides, a Welch t-test at ``alpha``; with fewer,
-  the change must also exceed twice the larger seed standard deviation (when there is one);
-- ``within noise``: otherwise.
+  threshold AND is significant at ``alpha``: a t-test of the difference B − A paired over the
+  evaluation draws both sides share (draw r is the same inputs on both sides: same task and
+  data_seed), its standard error combining both sides' seed noise and the draw noise that does
+  not cancel (:func:`fmbench.uncertainty.paired_difference`; one draw: Welch over seeds; one seed
+  a side: a paired t-test over draws). With one seed and one draw a side there is no noise
+  estimate: the threshold alone decides, and the note says so;
+- ``within noise``: otherwise. A false-positive rate at alpha 0.05 under no true difference and
+  the power against a known shift are measured in tests/test_compare_noise.py.
 
 Timing metrics (unit ``s``) are machine-dependent and skipped unless ``include_times``.
 """
@@ -26,11 +31,11 @@ from dataclasses import asdict, dataclass, field, replace
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from scipy import stats
 
 from fmbench.schema import SCHEMA_VERSION, BadRow, parse_row
+from fmbench.summary import LEVEL, cell, value_table
+from fmbench.uncertainty import crossed_mean, paired_difference
 from fmbench.validation import FieldError, short_repr
 
 KEY = ["task", "source", "target", "path", "path_params", "objective", "coupling", "solver",
@@ -147,11 +152,12 @@ class Comparison:
     metric: str
     status: str
     a_mean: float = math.nan
-    a_std: float = math.nan
-    a_n: int = 0
+    a_half: float = math.nan  # 95% CI half-width (fmbench.summary)
+    a_n: int = 0  # seeds
     b_mean: float = math.nan
-    b_std: float = math.nan
+    b_half: float = math.nan
     b_n: int = 0
+    draws: int = 0  # evaluation draws shared by both sides (what the test pairs over)
     rel_change: float = math.nan  # (b − a)/|a|
     p_value: float = math.nan
     threshold: float = math.nan
@@ -186,7 +192,7 @@ class CheckSettings:
     back (:func:`check_config`). Checked when made (FieldError naming the setting)."""
 
     threshold: float = 0.10  # relative change that counts
-    alpha: float = 0.05  # significance level of the Welch t-test (>= 3 seeds a side)
+    alpha: float = 0.05  # significance level of the paired test (see the module docstring)
     thresholds: dict[str, float] = field(  # per metric, instead of threshold
         default_factory=dict, metadata={"entries": "metric = relative threshold"})
 
@@ -267,62 +273,73 @@ def classify(a: pd.DataFrame, b: pd.DataFrame, config: CompareConfig | None = No
             out.append(Comparison(key, label, metric, "not comparable",
                                   note="differs in " + ", ".join(diff or ["definition"])))
             continue
-        va = ga[ga["status"] == "ok"]["value"].astype(float).to_numpy()
-        vb = gb[gb["status"] == "ok"]["value"].astype(float).to_numpy()
-        if len(va) == 0 or len(vb) == 0:
-            side = "A" if len(va) == 0 else "B"
-            reasons = (ga if len(va) == 0 else gb)["reason"].dropna().astype(str)
+        ta, tb = _values(ga), _values(gb)
+        if ta.size == 0 or tb.size == 0:
+            side = "A" if ta.size == 0 else "B"
+            reasons = (ga if ta.size == 0 else gb)["reason"].dropna().astype(str)
             reasons = reasons[reasons != ""]
             out.append(Comparison(key, label, metric, "missing",
                                   note=f"no ok value in {side}" +
                                   (f": {reasons.iloc[0][:80]}" if len(reasons) else ""),
-                                  missing_in=side if len(va) or len(vb) else "both"))
+                                  missing_in=side if ta.size or tb.size else "both"))
             continue
-        out.append(_judge(key, label, metric, va, vb,
+        common = [c for c in ta.columns if c in tb.columns]
+        if not common:
+            out.append(Comparison(key, label, metric, "not comparable",
+                                  note="no evaluation draw in common"))
+            continue
+        out.append(_judge(key, label, metric, ta[common], tb[common],
                           bool(str(ga["higher_is_better"].iloc[0]) == "True"), cfg))
     return out
 
 
-def _judge(key, label, metric, va: np.ndarray, vb: np.ndarray, higher_better: bool,
+def _values(g: pd.DataFrame) -> pd.DataFrame:
+    """A side's ok values as a (seed × draw) table (fmbench.summary.value_table)."""
+    ok = g[g["status"] == "ok"]
+    return value_table(ok.assign(value=ok["value"].astype(float))) if len(ok) else \
+        pd.DataFrame()
+
+
+def _judge(key, label, metric, ta: pd.DataFrame, tb: pd.DataFrame, higher_better: bool,
            cfg: CompareConfig) -> Comparison:
-    ma, mb = float(va.mean()), float(vb.mean())
-    sa = float(va.std(ddof=1)) if len(va) > 1 else 0.0
-    sb = float(vb.std(ddof=1)) if len(vb) > 1 else 0.0
-    delta = mb - ma
+    """Classify B against A from their (seed × draw) tables over the same draws."""
+    ea, eb = crossed_mean(ta.to_numpy(float)), crossed_mean(tb.to_numpy(float))
+    d = paired_difference(tb.to_numpy(float), ta.to_numpy(float))  # B − A
+    delta, ma = d.mean, ea.mean
     rel = delta / abs(ma) if ma != 0 else (0.0 if delta == 0 else math.copysign(math.inf, delta))
     thr = cfg.for_metric(metric)
-    p = math.nan
-    if len(va) >= 3 and len(vb) >= 3:
-        if sa == 0 and sb == 0:
-            significant = delta != 0
-        else:
-            p = float(stats.ttest_ind(va, vb, equal_var=False).pvalue)
-            significant = p < cfg.alpha
-        note = "Welch t-test"
+    p = d.p_value()
+    r = ta.shape[1]
+    if math.isfinite(p):
+        significant = p < cfg.alpha
+        note = (f"paired over {r} draw(s); covers {d.covers}" if r > 1 else
+                "Welch over seeds (1 draw); covers seeds")
     else:
-        spread = max(sa, sb)
-        significant = abs(delta) > 2 * spread if spread > 0 else True
-        note = f"{min(len(va), len(vb))} seed(s): threshold" + (" and 2x seed std"
-                                                                 if spread > 0 else "")
+        significant = True
+        note = f"{ea.n_seeds}×{r} vs {eb.n_seeds}×{r}: no noise estimate, threshold only"
     if abs(rel) > thr and significant:
-        good = (delta > 0) == higher_better
-        status = "better" if good else "worse"
+        status = "better" if (delta > 0) == higher_better else "worse"
     else:
         status = "within noise"
-    return Comparison(key, label, metric, status, ma, sa, len(va), mb, sb, len(vb), rel, p,
-                      thr, note)
+    half = {}
+    for side, e in (("a", ea), ("b", eb)):
+        lo, hi = e.interval(LEVEL)
+        half[side] = (hi - lo) / 2
+    return Comparison(key, label, metric, status, ma, half["a"], ea.n_seeds, eb.mean, half["b"],
+                      eb.n_seeds, r, rel, p, thr, note)
 
 
 def to_frame(comparisons: list[Comparison]) -> pd.DataFrame:
-    cols = ["label", "metric", "status", "a_mean", "a_std", "a_n", "b_mean", "b_std", "b_n",
-            "rel_change", "p_value", "threshold", "note"]
+    cols = ["label", "metric", "status", "a_mean", "a_half", "a_n", "b_mean", "b_half", "b_n",
+            "draws", "rel_change", "p_value", "threshold", "note"]
     return pd.DataFrame([{c: getattr(x, c) for c in cols} for x in comparisons], columns=cols)
 
 
-def _fmt(mean: float, std: float, n: int) -> str:
+def _fmt(mean: float, half: float, n: int, draws: int) -> str:
+    """A side's mean ± 95% CI half-width (seeds × draws), digits following the uncertainty."""
     if n == 0 or math.isnan(mean):
         return "–"
-    return f"{mean:.4g} ± {std:.2g} (n={n})"
+    return cell({"mean": mean, "half": half, "n_seeds": n, "n_draws": draws, "role": "score"})
 
 
 _MD_SPECIAL = re.compile(r"[\\`*\[\]~|]|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
@@ -348,7 +365,8 @@ def render_markdown(comparisons: list[Comparison]) -> str:
     for c in rows:
         change = "" if math.isnan(c.rel_change) else f"{c.rel_change:+.1%}"
         lines.append(f"| {md_escape(c.label)} | {md_escape(c.metric)} | {c.status} "
-                     f"| {_fmt(c.a_mean, c.a_std, c.a_n)} | {_fmt(c.b_mean, c.b_std, c.b_n)} "
+                     f"| {_fmt(c.a_mean, c.a_half, c.a_n, c.draws)} "
+                     f"| {_fmt(c.b_mean, c.b_half, c.b_n, c.draws)} "
                      f"| {change} | {md_escape(c.note)} |")
     return "\n".join(lines) + "\n"
 
@@ -368,7 +386,8 @@ def render_rich(comparisons: list[Comparison], title: str = ""):
         change = "" if math.isnan(c.rel_change) else f"{c.rel_change:+.1%}"
         st = style[c.status]
         table.add_row(escape(c.label), escape(c.metric), f"[{st}]{c.status}[/]" if st else c.status,
-                      _fmt(c.a_mean, c.a_std, c.a_n), _fmt(c.b_mean, c.b_std, c.b_n), change,
+                      _fmt(c.a_mean, c.a_half, c.a_n, c.draws),
+                      _fmt(c.b_mean, c.b_half, c.b_n, c.draws), change,
                       escape(c.note))
     return table
 
@@ -381,7 +400,7 @@ def merge(frames: list[pd.DataFrame]) -> pd.DataFrame:
     df["_ok"] = (df["status"] == "ok").astype(int)
     df["_order"] = range(len(df))
     df = df.sort_values(["_ok", "_order"], kind="stable")
-    df = df.drop_duplicates(subset=[*KEY, *DEFINITION, "seed"], keep="last")
+    df = df.drop_duplicates(subset=[*KEY, *DEFINITION, "seed", "draw"], keep="last")
     return df.sort_values("_order").drop(columns=["_ok", "_order"]).reset_index(drop=True)
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fmbench.results import summarize
 from fmbench.storage import atomic_write, digest
+from fmbench.summary import LEVEL, summarize
 
 SLUG_MAX = 80  # characters of a task name in a figure's file name
 
@@ -38,9 +38,11 @@ def _footer(fig, meta: dict, df: pd.DataFrame) -> None:
     dirty = " (dirty)" if meta_value(meta, "git", "dirty") else ""
     n_eval = ", ".join(str(n) for n in sorted(df["n_eval"].dropna().unique()))
     seeds = df["seed"].nunique()
+    draws = df["draw"].nunique() if "draw" in df.columns else 1
     suite = meta_value(meta, "suite") or df["suite"].iloc[0]
     fig.text(0.01, -0.01, _plain(f"suite {suite} · commit {commit[:10]}{dirty} · {seeds} "
-                                 f"seed(s) · n_eval {n_eval}"), fontsize=7,
+                                 f"seed(s) × {draws} evaluation draw(s) · n_eval {n_eval}"),
+             fontsize=7,
              color="0.35", ha="left", va="top")
 
 
@@ -57,6 +59,15 @@ def _save(fig, folder: Path, name: str) -> Path:
 def _nfe_of(df: pd.DataFrame) -> pd.Series:
     nfe = df[df["metric"] == "nfe"].groupby(["task", "path_label", "solver_label"])["value"].mean()
     return nfe
+
+
+def _floor(s: pd.DataFrame, name: str, task: str) -> tuple[float, float] | None:
+    """(mean, sd over draws) of a task's floor metric in the summary, None when absent."""
+    f = s[(s["metric"] == name) & (s["task"] == task)]
+    if f.empty:
+        return None
+    sd = float(f["sd"].iloc[0])
+    return float(f["mean"].iloc[0]), sd if math.isfinite(sd) else 0.0
 
 
 _SOLVER_STYLES = [("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."), ("v", (0, (5, 1))),
@@ -77,11 +88,12 @@ def figure_metric_vs_nfe(df: pd.DataFrame, metric: str, meta: dict, folder: Path
             key = (task, r.path_label, r.solver_label)
             if key in nfe.index:
                 solver = r.solver_label.split("@")[0].split("x")[0].split("(")[0]
-                pts.append((r.path_label, solver, float(nfe[key]), r.mean, r.std))
+                pts.append((r.path_label, solver, float(nfe[key]), r.mean,
+                            r.half if math.isfinite(r.half) else 0.0))
         if len({p[2] for p in pts}) < 2:
             continue
         fig, ax = plt.subplots(figsize=(6, 4))
-        lines = pd.DataFrame(pts, columns=["path", "solver", "nfe", "mean", "std"])
+        lines = pd.DataFrame(pts, columns=["path", "solver", "nfe", "mean", "half"])
         # Lipman Fig. 7's reading: one colour per path, one marker and line style per solver
         colours = {p: f"C{i % 10}" for i, p in enumerate(dict.fromkeys(lines["path"]))}
         styles = {sv: _SOLVER_STYLES[i % len(_SOLVER_STYLES)]
@@ -89,14 +101,20 @@ def figure_metric_vs_nfe(df: pd.DataFrame, metric: str, meta: dict, folder: Path
         for (path, solver), g in lines.groupby(["path", "solver"], sort=False):
             g = g.sort_values("nfe")
             marker, ls = styles[solver]
-            ax.errorbar(g["nfe"], g["mean"], yerr=g["std"], color=colours[path], marker=marker,
+            ax.errorbar(g["nfe"], g["mean"], yerr=g["half"], color=colours[path], marker=marker,
                         linestyle=ls, capsize=2, label=_plain(f"{path} · {solver}"))
+        floor = _floor(s, f"{metric}_floor", task)
+        if floor is not None:
+            mean, sd = floor
+            ax.axhline(mean, color="k", linestyle="--", linewidth=1, label="sampling floor")
+            if sd > 0:
+                ax.axhspan(mean - sd, mean + sd, color="0.5", alpha=0.2, label="floor ± sd")
         ax.set_xscale("log")
         if (lines["mean"] > 0).all():
             ax.set_yscale("log")
         ax.set_xlabel("NFE")
         ax.set_ylabel(_plain(metric))
-        ax.set_title(_plain(f"{metric} vs NFE — {task}"))
+        ax.set_title(_plain(f"{metric} vs NFE — {task} (bars: {LEVEL:.0%} CI)"))
         ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
         _footer(fig, meta, df)
         out.append(_save(fig, folder, f"{metric}_vs_nfe_{_slug(task)}"))
@@ -120,19 +138,25 @@ def figure_bars(df: pd.DataFrame, meta: dict, folder: Path) -> list[Path]:
             vals = [sub[(sub.task == t) & (sub.path_label == path) &
                         (sub.solver_label == solver)] for t in tasks]
             means = [v["mean"].iloc[0] if len(v) else np.nan for v in vals]
-            stds = [v["std"].iloc[0] if len(v) else 0 for v in vals]
-            ax.bar(np.arange(len(tasks)) + i * width, means, width, yerr=stds, capsize=2,
+            halves = [v["half"].iloc[0] if len(v) and math.isfinite(v["half"].iloc[0]) else 0
+                      for v in vals]
+            ax.bar(np.arange(len(tasks)) + i * width, means, width, yerr=halves, capsize=2,
                    label=_plain(f"{path} · {solver}" if len({c[1] for c in combos}) > 1 else path))
-        if metric == "w2":
-            floors = s[s["metric"] == "w2_floor"].groupby("task")["mean"].first()
-            for j, t in enumerate(tasks):
-                if t in floors.index:
-                    ax.hlines(floors[t], j - 0.1, j + 0.9, colors="k", linestyles="--",
-                              label="sampling floor" if j == 0 else None)
+        labelled = False
+        for j, t in enumerate(tasks):
+            floor = _floor(s, f"{metric}_floor", t)
+            if floor is not None:
+                mean, sd = floor
+                ax.hlines(mean, j - 0.1, j + 0.9, colors="k", linestyles="--",
+                          label=None if labelled else "sampling floor (± sd over draws)")
+                if sd > 0:
+                    ax.fill_between([j - 0.1, j + 0.9], mean - sd, mean + sd, color="0.5",
+                                    alpha=0.25, linewidth=0)
+                labelled = True
         ax.set_xticks(np.arange(len(tasks)) + 0.4 - width / 2)
         ax.set_xticklabels([_plain(t) for t in tasks], fontsize=8)
         ax.set_ylabel(metric)
-        ax.set_title(f"{metric.upper()} (mean ± std over seeds)")
+        ax.set_title(f"{metric.upper()} (bars: {LEVEL:.0%} CI over seeds × evaluation draws)")
         ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
         _footer(fig, meta, df)
         out.append(_save(fig, folder, f"{metric}_bars"))

@@ -11,6 +11,14 @@
 - ``bpd``: bits/dim of ``bpd_n`` test images (:mod:`fmbench.likelihood`): dopri5 at
   rtol = atol = ``bpd_rtol``, ``bpd_k`` dequantisation importance samples, ``bpd_probes`` Hutchinson
   probes. Gaussian source only.
+
+Evaluation draws (:mod:`fmbench.tasks`): draw r generates its own n_eval images, so FID and KID
+get their evaluation standard error from R independent generated sets (not a bootstrap, which
+resamples one set and so inherits its FID bias); the floor and bits/dim of draw r use the draw's
+own test images (draw 0: the first ones; draw r > 0: a random order of the test split fixed by
+data_seed and r), so ``fid_floor`` is a distribution over R pairs (generated-size test set vs the
+training reference). When the test split holds exactly n_eval images every draw's floor uses all
+of them: its spread is then not measured (sd 0).
 """
 
 from __future__ import annotations
@@ -34,18 +42,19 @@ from fmbench.metrics import (
     Scoring,
     metric,
 )
+from fmbench.plan import derived_seed
 from fmbench.solvers import SolverSpec
 from fmbench.storage import atomic_write, digest, file_digest
 
 FID_SETTINGS = ("n_eval", "fid_ref_n", "feature_extractor")
 KID_SETTINGS = (*FID_SETTINGS, "kid_subset_size")
 BPD_SETTINGS = ("bpd_n", "bpd_k", "bpd_probes", "bpd_rtol")
-for _name, _desc, _settings in [
+for _name, _desc, _settings, _role in [
     ("fid_floor", "FID of n_eval test images against the same training reference (floor)",
-     FID_SETTINGS),
-    ("kid_std", "standard deviation of KID over subsets", KID_SETTINGS),
+     FID_SETTINGS, "floor"),
+    ("kid_std", "standard deviation of KID over subsets", KID_SETTINGS, "info"),
 ]:
-    METRICS.register(_name)(MetricDef(_name, "", False, _desc, settings=_settings))
+    METRICS.register(_name)(MetricDef(_name, "", False, _desc, settings=_settings, role=_role))
 
 _EXTRACTORS: dict[tuple, torch.nn.Module] = {}  # per process: each network is loaded once
 
@@ -91,16 +100,23 @@ def feature_batch(s: Scoring) -> int:
 
 
 def cached_features(s: Scoring, split: str, n: int) -> torch.Tensor:
-    """Features of the first n images of a split, cached on disk (atomic writes)."""
+    """Features of the first n images of a split (the test split in the draw's order), cached
+    on disk (atomic writes)."""
     x = s.images()
-    images = x.train_images if split == "train" else x.test_images
-    n = min(n or len(images), len(images))
+    if split == "train":
+        n = min(n or len(x.train_images), len(x.train_images))
+        images, index = x.train_images[:n], None
+    else:
+        images, index = x.test_subset(n or len(x.test_images))
+        n = len(images)
     ident = json.dumps({"target": x.target, "options": x.options, "split": split, "n": n,
-                        "extractor": _weights_id(s.settings)}, sort_keys=True, default=str)
+                        "extractor": _weights_id(s.settings),
+                        **({} if index is None else {"index": digest(index.tolist(), 16)})},
+                       sort_keys=True, default=str)
     file = Path(s.cache_dir) / "features" / f"{x.target}-{split}-{n}-{digest(ident, 12)}.npz"
     feats = _read_features(file, n) if file.exists() else None
     if feats is None:
-        feats = F.extract_features(extractor(s), images[:n], feature_batch(s))
+        feats = F.extract_features(extractor(s), images, feature_batch(s))
         arrays = {"features": feats.float().numpy(), "ident": np.array(ident)}
         atomic_write(file, lambda f: np.savez(f, **arrays))
     return feats.double()
@@ -159,12 +175,14 @@ def _kid(s: Scoring) -> dict[str, float]:
 
 
 def _bits_per_dim(s: Scoring) -> float:
-    """bits/dim of the first bpd_n test images: independent of the sampling solver, so one
-    value per model (a per-model reference)."""
+    """bits/dim of the draw's first bpd_n test images (its dequantization and probe noise from
+    the draw): independent of the sampling solver, so one value per model and draw (a per-model
+    reference)."""
     m = s.settings
-    pixels = s.images().test_images[: m.bpd_n]
+    x = s.images()
+    pixels, _ = x.test_subset(m.bpd_n)
     spec = SolverSpec("dopri5", rtol=m.bpd_rtol, atol=m.bpd_rtol)
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(derived_seed("bpd", x.draw) if x.draw else 0)
     out = []
     for i in range(0, len(pixels), m.eval_batch):
         bpd, _ = bits_per_dim(s.field, pixels[i:i + m.eval_batch].to(s.device),

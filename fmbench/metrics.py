@@ -56,6 +56,22 @@ class MetricDef:
     version: int = 1
     settings: tuple[str, ...] = ()  # MetricsConfig fields that define the value (stored per row)
     uses_samples: bool = True  # needs the case's generated samples (the generate stage runs)
+    role: str = "score"  # score: ranked; floor: a noise floor (mean ± sd); info: cost or spread
+    per_draw: bool = True  # a value per evaluation draw (False: per model, e.g. train_time)
+
+    @property
+    def ranked(self) -> bool:
+        """Whether reports rank it (a 'best' value per column); floors and costs are not."""
+        return self.role == "score"
+
+
+ROLES = ("score", "floor", "info")
+
+
+def metric_role(name: str) -> str:
+    """The role of a metric named in a results table (``score`` for names this fmbench does not
+    know, e.g. a plug-in's metric read without the plug-in)."""
+    return METRICS.get(name).role if name in METRICS else "score"
 
 
 @dataclass(frozen=True)
@@ -64,6 +80,7 @@ class MetricsConfig:
 
     names: tuple[str, ...] = ("w2", "npe", "nfe", "sample_time", "train_time")
     n_eval: int = 1000
+    eval_draws: int = 0  # evaluation draws per case (0 = the task kind's default: tasks.py)
     reference_steps: int = 1000
     solver_mse_n: int = 0  # noise samples for solver_mse (0 = n_eval)
     eval_batch: int = 1000
@@ -100,6 +117,7 @@ class MetricsConfig:
 
 # the numbers' ranges: integers >= their bound here (else >= 0), floats > 0
 METRICS_RANGES = {
+    "eval_draws": Range(0, 1000),
     **{k: Range(lo) for k, lo in {"n_eval": 2, "reference_steps": 1, "solver_mse_n": 0,
                                   "eval_batch": 1, "feature_batch": 0, "fid_ref_n": 0,
                                   "kid_subset_size": 1, "bpd_n": 1, "bpd_k": 1,
@@ -124,15 +142,20 @@ _COMPUTE: dict[str, Callable[[Scoring], dict[str, float]]] = {}
 
 
 def metric(name: str, unit: str, higher_is_better: bool, description: str,
-           settings: tuple[str, ...] = (), uses_samples: bool = True):
+           settings: tuple[str, ...] = (), uses_samples: bool = True, role: str = "score",
+           per_draw: bool = True):
     """Register a metric; the function takes a :class:`Scoring` and returns {output name: value}.
     Extra outputs (w2_floor, …) are registered on their own with their unit and direction.
     ``settings`` names the suite [metrics] fields that define the value (each result row stores
-    them); ``uses_samples`` says whether it reads the case's generated samples."""
+    them); ``uses_samples`` says whether it reads the case's generated samples; ``role`` and
+    ``per_draw``: :class:`MetricDef`."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
 
     def deco(fn):
         METRICS.register(name)(MetricDef(name, unit, higher_is_better, description,
-                                         settings=settings, uses_samples=uses_samples))
+                                         settings=settings, uses_samples=uses_samples,
+                                         role=role, per_draw=per_draw))
         _COMPUTE[name] = fn
         return fn
 
@@ -231,7 +254,7 @@ def uses_samples(names: tuple[str, ...]) -> bool:
 METRICS.register("w2_floor")(MetricDef(
     "w2_floor", "", False,
     "W2 between the held-out target set and an independent draw of the same size (sampling floor)",
-    settings=("n_eval",),
+    settings=("n_eval",), role="floor",
 ))
 
 
@@ -263,24 +286,24 @@ def _w2(s: Scoring) -> dict[str, float]:
     return {"w2": w2_exact(s.samples(), x.x1_test), "w2_floor": s.get(W2_FLOOR)}
 
 
-@metric("nfe", "evals", False, "vector-field evaluations used to generate samples")
+@metric("nfe", "evals", False, "vector-field evaluations used to generate samples", role="info")
 def _nfe(s: Scoring) -> dict[str, float]:
     return {"nfe": float(s.generation.check().nfe)}
 
 
-@metric("sample_time", "s", False, "wall time to generate n_eval samples")
+@metric("sample_time", "s", False, "wall time to generate n_eval samples", role="info")
 def _sample_time(s: Scoring) -> dict[str, float]:
     return {"sample_time": s.generation.check().seconds}
 
 
 @metric("train_time", "s", False, "wall time of training (from the model cache if reused)",
-        uses_samples=False)
+        uses_samples=False, role="info", per_draw=False)
 def _train_time(s: Scoring) -> dict[str, float]:
     return {"train_time": float(s.train_time)}
 
 
 @metric("coupling_time", "s", False, "wall time spent computing couplings during training",
-        uses_samples=False)
+        uses_samples=False, role="info", per_draw=False)
 def _coupling_time(s: Scoring) -> dict[str, float]:
     return {"coupling_time": float(s.coupling_time)}
 

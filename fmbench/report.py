@@ -1,6 +1,8 @@
 """Reports from a results directory: the papers' tables and figures, as Markdown or HTML.
 
-Tables (mean ± std over seeds, best value per column in bold, direction-aware):
+Tables (fmbench.summary: mean ± 95% CI half-width over training seeds × evaluation draws with
+S×R beside it; the best value per column in bold only when a paired test separates it, ties
+marked ≈; floors as mean and sd over pairs of draws):
 - every task × path × solver with every metric;
 - Tong et al.'s 2D layout: W2 and NPE per task (columns) and path (rows), per solver;
 - Lipman et al.'s Table 1 layout: per path, bits/dim (or NLL), FID and NFE, per solver.
@@ -32,33 +34,22 @@ from fmbench.figures import (
     image_grids,
     meta_value,
 )
-from fmbench.results import ResultStore, atomic_write_text, summarize
+from fmbench.results import ResultStore, atomic_write_text
+from fmbench.summary import ALPHA, TIE, best_marks, cell, interval_note, summarize
 
-NOT_RANKED = {"w2_floor", "fid_floor", "kid_std", "nfe", "train_time", "sample_time",
-              "coupling_time"}
 FAILED_TITLE = "Failed or not applicable (why the tables show a dash)"
 SET_ASIDE_TITLE = "Set aside"
 
 
-def _cell(mean: float, std: float) -> str:
-    return f"{mean:.4g} ± {std:.2g}"
-
-
 def _table(s: pd.DataFrame, index: list[str], columns: str, group_best: list[str] | None = None
            ) -> pd.DataFrame:
-    """Pivot mean ± std, marking the best mean per column (within ``group_best`` groups)."""
+    """Pivot the summary's cells; the best value per column (within ``group_best`` groups) in
+    bold when noise separates it, ties marked (fmbench.summary.best_marks)."""
     s = s.copy()
-    s["cell"] = [_cell(m, d) for m, d in zip(s["mean"], s["std"], strict=True)]
-    best = pd.Series(False, index=s.index)
-    for _, grp in s.groupby([columns, *(group_best or [])], sort=False):
-        metric = grp["metric"].iloc[0]
-        if metric in NOT_RANKED or len(grp) < 2:
-            continue
-        idx = grp["mean"].idxmax() if bool(grp["higher_is_better"].iloc[0]) else \
-            grp["mean"].idxmin()
-        best.loc[idx] = True
-    if best.any():
-        s.loc[best, "cell"] = "**" + s.loc[best, "cell"] + "**"
+    marks = best_marks(s, [columns, *(group_best or [])])
+    s["cell"] = [cell(r) for _, r in s.iterrows()]
+    s.loc[marks == "best", "cell"] = "**" + s.loc[marks == "best", "cell"] + "**"
+    s.loc[marks == "tie", "cell"] = TIE + s.loc[marks == "tie", "cell"]
     order_cols = list(dict.fromkeys(s[columns]))
     t = s.pivot_table(index=index, columns=columns, values="cell", aggfunc="first", sort=False)
     return t[[c for c in order_cols if c in t.columns]].fillna("–")
@@ -69,7 +60,7 @@ def tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     s = summarize(df)
     out = {}
     if len(s):
-        out["All metrics (mean ± std over seeds; best per column in bold)"] = _table(
+        out["All metrics"] = _table(
             s, ["task", "path_label", "solver_label"], "metric", ["task"])
     if {"w2", "npe"} & set(s["metric"]):
         for metric in ("w2", "npe"):
@@ -154,20 +145,39 @@ def _header(meta: dict, df: pd.DataFrame, n_set_aside: int) -> dict:
         "dirty tree": meta_value(meta, "git", "dirty"), "started": meta_value(meta, "started"),
         "finished": meta_value(meta, "finished"), "seeds": sorted(df["seed"].unique().tolist()),
         "n_eval": sorted(df["n_eval"].unique().tolist()),
+        "evaluation draws": int(df["draw"].nunique()) if "draw" in df.columns else 1,
         "torch": meta_value(meta, "environment", "versions", "torch"),
         "failed rows": int((df["status"] == "failed").sum()), "set aside": n_set_aside,
     }
+
+
+def _reading(df: pd.DataFrame) -> list[str]:
+    """How to read the tables: what ± and (S×R) are, when a value is bold, FID's bias in n."""
+    s = summarize(df)
+    if s.empty:
+        return []
+    lines = [interval_note(s) + ".",
+             f"Bold: the best value of its column, separated from every other value of the column "
+             f"by a paired test over the shared evaluation draws (alpha {ALPHA}); {TIE}: tied for "
+             "best (the best and the values noise cannot separate from it)."]
+    if {"fid", "fid_floor", "kid"} & set(s["metric"]):
+        lines.append("FID is biased in the sample count n (it falls as n grows: 5k and 50k "
+                     "samples differ by several points), so FIDs compare only at the same n_eval "
+                     "(given in the header); fid_floor is the FID of n_eval real test images at "
+                     "that n, what a perfect model would score. KID is unbiased in n.")
+    return lines
 
 
 def _link(p: Path, folder: Path) -> str:
     return quote((p.relative_to(folder) if p.is_relative_to(folder) else p).as_posix())
 
 
-def _render_md(header: dict, tabs: dict[str, pd.DataFrame], figs: list[Path], grids: list[Path],
-               folder: Path, problems: list[str]) -> str:
+def _render_md(header: dict, reading: list[str], tabs: dict[str, pd.DataFrame], figs: list[Path],
+               grids: list[Path], folder: Path, problems: list[str]) -> str:
     """report.md; ``grids`` are linked from ``folder`` as ../samples/<name>."""
     parts = [f"# fmbench report: {md_escape(header['suite'])}", "",
-             " · ".join(f"**{k}** {md_escape(v)}" for k, v in header.items()), ""]
+             " · ".join(f"**{k}** {md_escape(v)}" for k, v in header.items()), "",
+             *[f"_{md_escape(line)}_" for line in reading], ""]
     if not _has_ok_tables(tabs):
         parts += ["No ok value: every measurement failed or was not applicable.", ""]
     for title, t in tabs.items():
@@ -194,12 +204,13 @@ def _img(p: Path) -> str:
            f"<figcaption>{html.escape(p.stem)}</figcaption></figure>"
 
 
-def _render_html(header: dict, tabs: dict[str, pd.DataFrame], figs: list[Path],
-                 problems: list[str]) -> str:
+def _render_html(header: dict, reading: list[str], tabs: dict[str, pd.DataFrame],
+                 figs: list[Path], problems: list[str]) -> str:
     suite = html.escape(str(header["suite"]))
     body = [f"<h1>fmbench report: {suite}</h1>",
             "<p>" + " · ".join(f"<b>{html.escape(k)}</b> {html.escape(json.dumps(v, default=str))}"
-                               for k, v in header.items()) + "</p>"]
+                               for k, v in header.items()) + "</p>",
+            *[f"<p><em>{html.escape(line)}</em></p>" for line in reading]]
     if not _has_ok_tables(tabs):
         body += ["<p>No ok value: every measurement failed or was not applicable.</p>"]
     for title, t in tabs.items():
@@ -238,11 +249,14 @@ def build(results: str | Path, fmt: str = "md", out: str | Path | None = None,
     grids = image_grids(run_dir, problems) if run_dir is not None else []
     tabs = tables(df)
     header = _header(meta, df, len(problems))
+    reading = _reading(df)
     if fmt == "md":
         linked = grids if run_dir is not None and folder == run_dir / "report" else []
-        path, text = folder / "report.md", _render_md(header, tabs, figs, linked, folder, problems)
+        path, text = folder / "report.md", _render_md(header, reading, tabs, figs, linked, folder,
+                                                      problems)
     else:
-        path, text = folder / "report.html", _render_html(header, tabs, figs + grids, problems)
+        path, text = folder / "report.html", _render_html(header, reading, tabs, figs + grids,
+                                                          problems)
     atomic_write_text(path, text)
     return path
 

@@ -40,7 +40,7 @@ from fmbench.storage import (
 )
 
 __all__ = ["ROW_COLUMNS", "SCHEMA_VERSION", "STATUSES", "CorruptFile", "ResultStore", "RunError",
-           "atomic_write_text", "summarize"]
+           "atomic_write_text"]
 
 
 MAX_DEATHS = 2  # hard deaths of a process inside one model's work before its cases fail
@@ -314,17 +314,3 @@ class ResultStore:
 
     def write_meta(self, meta: dict) -> None:
         atomic_write_text(self.dir / "run.json", json.dumps(meta, indent=2, default=str))
-
-
-def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean, std (ddof=1) and seed count per task × path × solver × metric over ok rows, with the
-    metric's direction (``higher_is_better``)."""
-    ok = df[df["status"] == "ok"].copy()
-    ok["value"] = ok["value"].astype(float)
-    keys = ["task", "path_label", "solver_label", "metric"]
-    g = ok.groupby(keys, sort=False)["value"]
-    out = g.agg(mean="mean", std="std", n="count").reset_index()
-    out["std"] = out["std"].fillna(0.0)
-    hib = ok.groupby("metric")["higher_is_better"].first().astype(str) == "True"
-    out["higher_is_better"] = out["metric"].map(hib)
-    return out

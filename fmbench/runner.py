@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from fmbench.cache import CACHE_ORPHAN_AGE_S, default_cache_dir
@@ -26,9 +27,10 @@ from fmbench.executors import Executor, make_executor
 from fmbench.metrics import METRICS
 from fmbench.plan import TRAIN_CODE_VERSION, cases, work_units
 from fmbench.progress import RunProgress
-from fmbench.results import RunError, environment, git_commit, summarize
+from fmbench.results import RunError, environment, git_commit
 from fmbench.session import ResultsSession
 from fmbench.storage import StorageError, remove_orphans
+from fmbench.summary import ALPHA, TIE, best_marks, cell, counts_note, interval_note, summarize
 from fmbench.work import UnitJob
 
 __all__ = ["RunError", "StorageError", "run_suite", "summary_table"]
@@ -101,8 +103,11 @@ def run_suite(suite, out_dir: str | Path, resume: bool = False,
 
 
 def summary_table(df: pd.DataFrame, title: str = "") -> Table:
-    """Rich table: one row per task × path × solver, mean ± std over seeds per metric."""
+    """Rich table: one row per task × path × solver, one column per metric (fmbench.summary's
+    cells: mean ± 95% CI half-width (seeds×draws); best within a task in bold, ties marked ≈)."""
     s = summarize(df)
+    s["cell"] = [cell(r, show_n=False) for _, r in s.iterrows()]
+    marks = best_marks(s, ["task", "metric"])
     metrics = list(dict.fromkeys(s["metric"]))
     table = Table(title=title)
     for col in ("task", "path", "solver"):
@@ -111,16 +116,17 @@ def summary_table(df: pd.DataFrame, title: str = "") -> Table:
         table.add_column(m, justify="right")
     failed = df[df["status"] == "failed"]
     for (task, path, solver), grp in s.groupby(["task", "path_label", "solver_label"], sort=False):
+        by = {r["metric"]: (escape(r["cell"]), marks[i]) for i, r in grp.iterrows()}
         cells = []
-        by = grp.set_index("metric")
         for m in metrics:
-            if m in by.index:
-                r = by.loc[m]
-                n_note = f" (n={int(r['n'])})" if r["n"] < df["seed"].nunique() else ""
-                cells.append(f"{r['mean']:.3g} ± {r['std']:.1g}{n_note}")
-            else:
-                cells.append("–")
-        table.add_row(task, path, solver, *cells)
+            text, mark = by.get(m, ("–", ""))
+            cells.append(f"[bold]{text}[/]" if mark == "best" else
+                         f"{TIE}{text}" if mark == "tie" else text)
+        table.add_row(escape(task), escape(path), escape(solver), *cells)
+    notes = [interval_note(s), f"seeds × draws: {counts_note(s)}"] if len(s) else []
+    notes.append(f"bold: best of its task, separated from the others (paired test, "
+                 f"alpha {ALPHA}); {TIE}: tied for best")
     if len(failed):
-        table.caption = f"{failed['case_id'].nunique()} case(s) with failed metrics; see results"
+        notes.append(f"{failed['case_id'].nunique()} case(s) with failed metrics; see results")
+    table.caption = "\n".join(notes)
     return table

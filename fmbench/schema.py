@@ -1,8 +1,8 @@
 """The result row: its columns, their types and the one check every reader applies.
 
-A row is one case × seed × metric (long format, see README "Using it"). Case files hold rows as
-JSON objects, results.csv as CSV records; both are checked by :func:`parse_row`, so a row that
-one reader refuses is never accepted by another.
+A row is one case × seed × evaluation draw × metric (long format, see README "Using it"). Case
+files hold rows as JSON objects, results.csv as CSV records; both are checked by
+:func:`parse_row`, so a row that one reader refuses is never accepted by another.
 """
 
 from __future__ import annotations
@@ -10,18 +10,18 @@ from __future__ import annotations
 import json
 import math
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the draw column (evaluation draws)
 
 ROW_COLUMNS = [
     "schema_version", "suite", "case_id", "model_key", "task", "source", "target", "path", "path_label",
     "path_params", "coupling", "objective", "solver", "solver_label", "solver_params", "seed",
-    "n_eval", "settings", "metric", "value", "unit", "higher_is_better", "metric_version",
+    "draw", "n_eval", "settings", "metric", "value", "unit", "higher_is_better", "metric_version",
     "metric_params",
     "status", "reason",
 ]
 STATUSES = ("ok", "failed", "not_applicable")
 JSON_COLUMNS = ("path_params", "solver_params", "metric_params")
-INT_COLUMNS = ("schema_version", "seed", "n_eval", "metric_version")
+INT_COLUMNS = ("schema_version", "seed", "draw", "n_eval", "metric_version")
 NON_EMPTY = ("task", "source", "target", "path", "objective", "coupling", "solver", "metric", "suite",
              "path_label", "solver_label", "status", "higher_is_better", *INT_COLUMNS)
 

@@ -63,8 +63,9 @@ def settings_digest(suite: Suite, case: Case) -> str:
                    "training": asdict(suite.training), "data_seed": suite.data_seed}, 12)
 
 
-def case_rows(suite: Suite, case: Case, values: Values) -> list[dict]:
-    """Long-format rows for one case, one per metric output."""
+def case_rows(suite: Suite, case: Case, draws: list[Values]) -> list[dict]:
+    """Long-format rows for one case, one per evaluation draw and metric output (``draws[r]``:
+    the values of draw r)."""
     base = {
         "schema_version": SCHEMA_VERSION, "suite": suite.name, "case_id": case.case_id,
         "model_key": case.model_key,
@@ -77,11 +78,12 @@ def case_rows(suite: Suite, case: Case, values: Values) -> list[dict]:
         "n_eval": suite.metrics.n_eval, "settings": settings_digest(suite, case),
     }
     rows = []
-    for name, (value, status, reason) in values.items():
-        m = METRICS.get(name)
-        params = {k: getattr(suite.metrics, k) for k in m.settings}
-        rows.append({**base, "metric": name, "value": value, "unit": m.unit,
-                     "higher_is_better": m.higher_is_better, "metric_version": m.version,
-                     "metric_params": json.dumps(params, sort_keys=True),
-                     "status": status, "reason": reason})
+    for draw, values in enumerate(draws):
+        for name, (value, status, reason) in values.items():
+            m = METRICS.get(name)
+            params = {k: getattr(suite.metrics, k) for k in m.settings}
+            rows.append({**base, "draw": draw, "metric": name, "value": value, "unit": m.unit,
+                         "higher_is_better": m.higher_is_better, "metric_version": m.version,
+                         "metric_params": json.dumps(params, sort_keys=True),
+                         "status": status, "reason": reason})
     return rows

@@ -15,6 +15,14 @@ solver and training seed (paired comparisons) — and Gaussian source noise is d
 (sample i from its own seed, as EDM's generator does), so the source noises are the same whatever
 the evaluation batch, the number of workers or ``n_eval`` (noise i never changes; how the solve's
 chunking affects adaptive solvers: :mod:`fmbench.generate`).
+
+Evaluation draws: ``[metrics] eval_draws = R`` gives every case R independent sets of those
+inputs (draw r: its own source noise, held-out points and floor draw; for images its own source
+noise and its own subset of the test split for the floor and bits/dim), each fixed by
+``data_seed`` and r, so draw r is the same for every path, solver and training seed and in every
+run of the suite: seeds and draws are crossed (:mod:`fmbench.uncertainty`). Draw 0 is the single
+draw of earlier fmbench versions. The default R belongs to the task kind
+(:attr:`TaskData.default_eval_draws`), chosen from measurement (README "Uncertainty").
 """
 
 from __future__ import annotations
@@ -35,6 +43,11 @@ from fmbench.storage import atomic_write
 if TYPE_CHECKING:
     from fmbench.generate import Generation
     from fmbench.suite import Task
+
+
+def draw_parts(data_seed: int, task: str, role: str, draw: int) -> tuple:
+    """Seed parts of an evaluation input (draw 0 keeps the parts of the single-draw design)."""
+    return (data_seed, task, role) + ((draw,) if draw else ())
 
 
 def per_sample_normal(n: int, shape: tuple[int, ...], *parts) -> torch.Tensor:
@@ -66,6 +79,16 @@ class ImageInputs:
     test_images: torch.Tensor
     target: str  # dataset name and resolved options: the identity of its feature caches
     options: dict
+    test_order: torch.Tensor | None = None  # this draw's order of the test split (None: as is)
+    draw: int = 0
+
+    def test_subset(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The first n test images in this draw's order, and their indices (None: the first n
+        of the split)."""
+        if self.test_order is None:
+            return self.test_images[:n], None
+        index = self.test_order[:n]
+        return self.test_images[index], index
 
 
 class TaskData:
@@ -73,6 +96,7 @@ class TaskData:
 
     kind: ClassVar[str]
     model_kinds: ClassVar[tuple[str, ...]]  # model kinds that can learn this kind of data
+    default_eval_draws: ClassVar[int]  # evaluation draws when the suite says eval_draws = 0
     keeps_trajectories: ClassVar[int] = 0  # trajectories saved per case (for report plots)
     uses_gpu: ClassVar[bool] = False  # trained and evaluated on a GPU when there is one
 
@@ -89,18 +113,28 @@ class TaskData:
             return lambda n, g: scale * torch.randn(n, *shape, generator=g)
         return D.DATASETS.get(self.task.source)
 
-    def source_points(self, n: int, data_seed: int, path: GaussianPath) -> torch.Tensor:
-        """The n fixed evaluation source points (per-sample seeds for a Gaussian source)."""
+    def eval_draws(self, setting: int) -> int:
+        """The number of evaluation draws for the suite's ``eval_draws`` setting."""
+        return setting or self.default_eval_draws
+
+    def generator(self, data_seed: int, role: str, draw: int) -> torch.Generator:
+        return torch.Generator().manual_seed(derived_seed(*draw_parts(data_seed, self.task.name,
+                                                                      role, draw)))
+
+    def source_points(self, n: int, data_seed: int, path: GaussianPath, draw: int = 0
+                      ) -> torch.Tensor:
+        """The n fixed evaluation source points of a draw (per-sample seeds for a Gaussian
+        source)."""
         if self.task.gaussian_source:
-            return path.source_scale * per_sample_normal(n, self.shape, data_seed,
-                                                         self.task.name, "source")
-        g = torch.Generator().manual_seed(derived_seed(data_seed, self.task.name, "source"))
-        return D.DATASETS.get(self.task.source)(n, g)
+            return path.source_scale * per_sample_normal(
+                n, self.shape, *draw_parts(data_seed, self.task.name, "source", draw))
+        return D.DATASETS.get(self.task.source)(n, self.generator(data_seed, "source", draw))
 
     def target(self):
         raise NotImplementedError
 
-    def eval_inputs(self, n: int, data_seed: int, path: GaussianPath):
+    def eval_inputs(self, n: int, data_seed: int, path: GaussianPath, draw: int = 0):
+        """The evaluation inputs of draw ``draw`` (module docstring)."""
         raise NotImplementedError
 
     def save_samples(self, stem: Path, generation: Generation, inputs) -> None:
@@ -111,6 +145,7 @@ class PointData(TaskData):
     kind = "points"
     model_kinds = ("mlp",)
     keeps_trajectories = 64
+    default_eval_draws = 5  # README "Uncertainty": CI widths and costs by R
 
     @classmethod
     def load(cls, task: Task) -> PointData:
@@ -119,12 +154,13 @@ class PointData(TaskData):
     def target(self):
         return D.DATASETS.get(self.task.target)
 
-    def eval_inputs(self, n: int, data_seed: int, path: GaussianPath) -> PointInputs:
-        def draw(role):
-            g = torch.Generator().manual_seed(derived_seed(data_seed, self.task.name, role))
-            return self.target()(n, g)
+    def eval_inputs(self, n: int, data_seed: int, path: GaussianPath, draw: int = 0
+                    ) -> PointInputs:
+        def sample(role):
+            return self.target()(n, self.generator(data_seed, role, draw))
 
-        return PointInputs(self.source_points(n, data_seed, path), draw("test"), draw("floor"))
+        return PointInputs(self.source_points(n, data_seed, path, draw), sample("test"),
+                           sample("floor"))
 
     def save_samples(self, stem: Path, generation: Generation, inputs: PointInputs) -> None:
         """``<stem>.npz``: up to 2000 samples, the saved trajectories and the held-out points."""
@@ -138,6 +174,7 @@ class ImageData(TaskData):
     kind = "image"
     model_kinds = ("unet",)
     uses_gpu = True
+    default_eval_draws = 3  # R generated sets give FID/KID their evaluation standard error
 
     def __init__(self, task: Task, train: torch.Tensor, test: torch.Tensor):
         super().__init__(task, tuple(train.shape[1:]))
@@ -152,10 +189,13 @@ class ImageData(TaskData):
     def target(self):
         return image_sampler(self.train_images, bool(self.task.opts().get("hflip", True)))
 
-    def eval_inputs(self, n: int, data_seed: int, path: GaussianPath) -> ImageInputs:
-        return ImageInputs(self.source_points(n, data_seed, path).to(self.device()),
+    def eval_inputs(self, n: int, data_seed: int, path: GaussianPath, draw: int = 0
+                    ) -> ImageInputs:
+        order = None if draw == 0 else torch.randperm(
+            len(self.test_images), generator=self.generator(data_seed, "test", draw))
+        return ImageInputs(self.source_points(n, data_seed, path, draw).to(self.device()),
                            self.train_images, self.test_images, self.task.target,
-                           self.task.opts())
+                           self.task.opts(), order, draw)
 
     def save_samples(self, stem: Path, generation: Generation, inputs: ImageInputs) -> None:
         """``<stem>.png``: a grid of the first 64 samples."""

@@ -24,7 +24,7 @@ import torch
 from fmbench.artifacts import case_file_stem, path_label
 from fmbench.cache import trained_model
 from fmbench.generate import Generation, generate, velocity_field
-from fmbench.metrics import Scoring, uses_samples
+from fmbench.metrics import METRICS, Scoring, uses_samples
 from fmbench.plan import Case, WorkUnit
 from fmbench.results import MAX_DEATHS, ResultStore
 from fmbench.score import Values, case_rows, describe, evaluate, failed
@@ -84,7 +84,7 @@ class UnitJob:
         out.rows, pending = _finished(store, unit, partial=True)
         for case in pending:
             out.rows[case.case_id] = _write(store, self.suite, case,
-                                            failed(self.suite.metrics.names, reason))
+                                            [failed(self.suite.metrics.names, reason)])
         store.end_unit(unit.key)  # a retry starts with a clean count
         return out
 
@@ -130,7 +130,7 @@ def run_keeping_warnings(job: UnitJob, unit: WorkUnit, report: Report | None = N
     return out
 
 
-def _write(store: ResultStore, suite, case: Case, values: Values) -> list[dict]:
+def _write(store: ResultStore, suite, case: Case, values: list[Values]) -> list[dict]:
     rows = case_rows(suite, case, values)
     store.write_case(case.case_id, rows)
     return rows
@@ -159,7 +159,8 @@ def run_unit(job: UnitJob, unit: WorkUnit, report: Report) -> UnitOutcome:
         return out
     deaths = store.begin_unit(unit.key)
     try:
-        model = meta = data = inputs = None
+        model = meta = data = None
+        inputs: list = []
         if deaths >= MAX_DEATHS:
             out.failure = (f"a process died {deaths} times while working on this model (killed "
                            "for memory? a crash in native code?); --resume retries it")
@@ -175,7 +176,8 @@ def run_unit(job: UnitJob, unit: WorkUnit, report: Report) -> UnitOutcome:
 
                 model, meta, out.cached = trained_model(unit, suite, data, Path(job.cache_dir),
                                                         on_step)
-                inputs = data.eval_inputs(suite.metrics.n_eval, suite.data_seed, first.path)
+                inputs = [data.eval_inputs(suite.metrics.n_eval, suite.data_seed, first.path, r)
+                          for r in range(data.eval_draws(suite.metrics.eval_draws))]
             except StorageError:
                 raise
             except Exception as e:  # noqa: BLE001 - fails this model's cases, the suite goes on
@@ -184,9 +186,9 @@ def run_unit(job: UnitJob, unit: WorkUnit, report: Report) -> UnitOutcome:
             store.write_losses(unit.key, {"task": first.task.name,
                                           "path_label": path_label(first.path),
                                           "seed": first.seed, "losses": meta["losses"]})
-        shared: dict = {}  # per-model references, shared by the unit's cases
+        shared: list[dict] = [{} for _ in inputs]  # per model and draw, shared by the cases
         for i, case in enumerate(pending):
-            values = (failed(names, out.failure) if out.failure else
+            values = ([failed(names, out.failure)] if out.failure else
                       score_case(job, case, model, meta, data, inputs, shared))
             out.rows[case.case_id] = _write(store, suite, case, values)
             report(UnitEvent(unit.key, "case", i + 1, len(pending), case.solver.label()))
@@ -196,25 +198,34 @@ def run_unit(job: UnitJob, unit: WorkUnit, report: Report) -> UnitOutcome:
     return out
 
 
-def score_case(job: UnitJob, case: Case, model, meta: dict, data: TaskData, inputs,
-               shared: dict) -> Values:
-    """Generate (one solve) and score one case; its samples are saved when the solve worked."""
+def score_case(job: UnitJob, case: Case, model, meta: dict, data: TaskData, inputs: list,
+               shared: list[dict]) -> list[Values]:
+    """Generate (one solve per evaluation draw) and score one case: its values per draw (metrics
+    that are not per draw, e.g. train_time, only in draw 0). Draw 0's samples are saved when its
+    solve worked."""
     suite = job.suite
     field_ = velocity_field(model, case.path)
-    if uses_samples(suite.metrics.names):
-        gen = generate(field_, inputs.x0, case.solver, case.path, suite.metrics.eval_batch,
-                       data.keeps_trajectories)
-    else:
-        gen = Generation(error=RuntimeError("no metric of this suite uses generated samples"))
-    s = Scoring(case.path, case.solver, field_, gen, inputs, suite.metrics,
-                case.task.gaussian_source, float(meta["train_time"]),
-                float(meta["coupling_time"]), data.device(), Path(job.cache_dir), shared)
-    values = evaluate(s, suite.metrics.names)
-    if gen.samples is not None:
-        try:
-            data.save_samples(Path(job.out_dir) / "samples" / case_file_stem(case), gen, inputs)
-        except StorageError:
-            raise
-        except Exception as e:  # noqa: BLE001 - the numbers stand; only the pictures are lost
-            log.warning("samples of %s not saved: %s", case_file_stem(case), describe(e))
-    return values
+    out = []
+    for r, draw_inputs in enumerate(inputs):
+        names = tuple(n for n in suite.metrics.names if r == 0 or METRICS.get(n).per_draw)
+        if uses_samples(names):
+            gen = generate(field_, draw_inputs.x0, case.solver, case.path,
+                           suite.metrics.eval_batch, data.keeps_trajectories if r == 0 else 0)
+        else:
+            gen = Generation(error=RuntimeError("no metric of this suite uses generated samples"))
+        s = Scoring(case.path, case.solver, field_, gen, draw_inputs, suite.metrics,
+                    case.task.gaussian_source, float(meta["train_time"]),
+                    float(meta["coupling_time"]), data.device(), Path(job.cache_dir), shared[r])
+        out.append(evaluate(s, names))
+        if r == 0 and gen.samples is not None:
+            _save_samples(job, case, data, gen, draw_inputs)
+    return out
+
+
+def _save_samples(job: UnitJob, case: Case, data: TaskData, gen: Generation, inputs) -> None:
+    try:
+        data.save_samples(Path(job.out_dir) / "samples" / case_file_stem(case), gen, inputs)
+    except StorageError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the numbers stand; only the pictures are lost
+        log.warning("samples of %s not saved: %s", case_file_stem(case), describe(e))

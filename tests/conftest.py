@@ -37,6 +37,7 @@ steps = 2
 [metrics]
 names = ["w2", "npe", "nll", "nfe", "solver_mse", "train_time", "sample_time"]
 n_eval = 64
+eval_draws = 1
 reference_steps = 20
 """
 

@@ -29,7 +29,8 @@ def rows(path, metric, values, *, hib=False, params=None, n_eval=1000, status="o
             "target": "8gaussians", "path": path, "path_label": path,
             "path_params": json.dumps({"sigma": 0.1}), "coupling": "independent",
             "objective": "velocity", "solver": solver, "solver_label": solver,
-            "solver_params": json.dumps({"steps": 100}), "seed": seed, "n_eval": n_eval,
+            "solver_params": json.dumps({"steps": 100}), "seed": seed, "draw": 0,
+            "n_eval": n_eval,
             "metric": metric, "value": v, "unit": unit, "higher_is_better": hib,
             "metric_version": 1, "metric_params": json.dumps(params or {"n_eval": n_eval}),
             "status": status, "reason": "" if status == "ok" else "boom"})
@@ -93,7 +94,8 @@ def test_markdown_snapshot():
                         "**2** missing")
     assert lines[2] == "| case | metric | status | A | B | change | note |"
     assert lines[4] == ("| N-&gt;8gaussians / icfm(sigma=0.1) / euler(steps=100) | acc | worse | "
-                        "0.5 ± 0 (n=3) | 0.3 ± 0 (n=3) | -40.0% | Welch t-test |")
+                        "0.5 (3×1) | 0.3 (3×1) | -40.0% | Welch over seeds (1 draw); covers "
+                        "seeds |")
     assert "| not comparable |" in md and "differs in metric_params, n_eval" in md
 
 

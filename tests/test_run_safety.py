@@ -233,10 +233,10 @@ def test_any_exception_in_a_case_fails_that_case_only(tmp_path, monkeypatch, cap
 
     real = PointData.eval_inputs
 
-    def out_of_memory(self, n, data_seed, path):
+    def out_of_memory(self, n, data_seed, path, draw=0):
         if path.name == "otcfm":
             raise MemoryError("cannot allocate 10 GiB")
-        return real(self, n, data_seed, path)
+        return real(self, n, data_seed, path, draw)
 
     monkeypatch.setattr(PointData, "eval_inputs", out_of_memory)
     f = _suite(tmp_path)

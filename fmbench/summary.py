@@ -1,0 +1,156 @@
+"""Summaries of a results table: per task × path × solver × metric, the mean over training seeds
+and evaluation draws with its uncertainty (:mod:`fmbench.uncertainty`), the cell text every
+table shares, and which value is best where noise separates it.
+
+- A group's ok values form a (seeds × draws) table; a seed that lacks a draw is left out (or the
+  draw, when that keeps more values), so seeds and draws stay crossed.
+- Scores (ranked metrics, e.g. w2, npe, fid) are shown as ``mean ± h (S×R)``: h is the half-width of
+  the 95% confidence interval from the crossed estimator (seed and draw noise combined), S×R the
+  seeds × draws behind the mean. With one seed and one draw there is no interval: ``mean (1×1)``.
+- Floors (``w2_floor``, ``fid_floor``: what a perfect model scores at the metric's own n) do not
+  depend on the model: they are a distribution over the R pairs of draws, shown as
+  ``mean (sd s, R draws)``.
+- Best: within a column of a ranked metric, the best mean is **best** only when a paired test over
+  the shared draws (:func:`fmbench.uncertainty.paired_difference`) separates it from every other
+  value at ``ALPHA``; otherwise it and every value it is not separated from are *tied* (≈).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+import fmbench.image_metrics  # noqa: F401  (registers the image metrics' roles)
+from fmbench.metrics import metric_role
+from fmbench.uncertainty import Estimate, crossed_mean, paired_difference
+
+GROUP = ["task", "path_label", "solver_label", "metric"]
+LEVEL = 0.95  # confidence level of every interval fmbench shows
+ALPHA = 0.05  # significance level of "best" in report tables
+TIE = "≈"
+
+
+def value_table(g: pd.DataFrame) -> pd.DataFrame:
+    """A group's ok values as a (seed × draw) table without holes (module docstring)."""
+    draw = g["draw"] if "draw" in g.columns else 0
+    t = (g.assign(draw=draw).pivot_table(index="seed", columns="draw", values="value",
+                                         aggfunc="mean").sort_index().sort_index(axis=1))
+    rows, cols = t.dropna(axis=0), t.dropna(axis=1)
+    return rows if rows.size >= cols.size else cols
+
+
+def _estimate(t: pd.DataFrame) -> Estimate:
+    return crossed_mean(t.to_numpy(float))
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per task × path × solver × metric over ok rows: ``mean``, ``se``, ``half`` (95%
+    CI half-width), ``sd`` (of the per-draw means over draws for floors, of the per-seed means
+    over seeds otherwise), ``n_seeds``, ``n_draws``, ``covers`` (which noise the interval
+    covers), ``role``, ``higher_is_better`` and ``table`` (the seed × draw values)."""
+    cols = [*GROUP, "mean", "se", "half", "sd", "n_seeds", "n_draws", "covers", "role",
+            "higher_is_better", "table"]
+    ok = df[df["status"] == "ok"].copy()
+    if ok.empty:
+        return pd.DataFrame(columns=cols)
+    ok["value"] = ok["value"].astype(float)
+    hib = ok.groupby("metric")["higher_is_better"].first().astype(str) == "True"
+    out = []
+    for key, g in ok.groupby(GROUP, sort=False):
+        t = value_table(g)
+        est = _estimate(t)
+        lo, hi = est.interval(LEVEL)
+        role = metric_role(key[-1])
+        spread = t.mean(axis=0) if role == "floor" else t.mean(axis=1)
+        out.append({**dict(zip(GROUP, key, strict=True)), "mean": est.mean, "se": est.se,
+                    "half": (hi - lo) / 2, "sd": float(spread.std(ddof=1)) if len(spread) > 1
+                    else math.nan, "n_seeds": est.n_seeds, "n_draws": est.n_draws,
+                    "covers": est.covers, "role": role, "higher_is_better": bool(hib[key[-1]]),
+                    "table": t})
+    return pd.DataFrame(out, columns=cols)
+
+
+def _digits(x: float, sig: int) -> int:
+    """Decimals that show x to ``sig`` significant digits."""
+    return max(sig - 1 - math.floor(math.log10(abs(x))), 0) if x and math.isfinite(x) else 0
+
+
+def fmt_number(x: float, decimals: int) -> str:
+    if not math.isfinite(x):
+        return "–"
+    if abs(x) >= 1e6 or (x and abs(x) < 1e-4):
+        return f"{x:.{max(decimals, 2)}e}" if decimals < 8 else f"{x:.3g}"
+    return f"{x:.{decimals}f}"
+
+
+def cell(row, show_n: bool = True) -> str:
+    """The text of one summary row (module docstring): digits follow the uncertainty;
+    ``show_n=False`` leaves out (S×R) (a caption then gives it: :func:`counts_note`)."""
+    mean, n_s, n_d = float(row["mean"]), int(row["n_seeds"]), int(row["n_draws"])
+    if row["role"] == "floor":
+        sd = float(row["sd"])
+        if not math.isfinite(sd):
+            return f"{mean:.3g} (1 draw)"
+        d = _digits(sd, 2) if sd > 0 else _digits(mean, 3)
+        return f"{fmt_number(mean, d)} (sd {fmt_number(sd, d)}, {n_d} draws)"
+    n = f" ({n_s}×{n_d})" if show_n else ""
+    half = float(row["half"])
+    if not (math.isfinite(half) and half > 0):
+        return f"{mean:.4g}{n}"
+    d = _digits(half, 2)
+    if abs(mean) >= 1e6 or (mean and abs(mean) < 1e-4):  # scientific: 2 digits of the error
+        return f"{mean:.3g} ± {half:.2g}{n}"
+    return f"{fmt_number(mean, d)} ± {fmt_number(half, d)}{n}"
+
+
+def counts_note(s: pd.DataFrame) -> str:
+    """The seeds × draws behind the rows' means, e.g. '3×5 (train_time: 3×1)'."""
+    counts = s.loc[s["role"] != "floor"].assign(
+        n=lambda x: x["n_seeds"].astype(str) + "×" + x["n_draws"].astype(str))
+    if counts.empty:
+        return ""
+    common = counts["n"].mode().iloc[0]
+    other = counts[counts["n"] != common].groupby("metric", sort=False)["n"].agg(
+        lambda v: "/".join(dict.fromkeys(v)))
+    return common + "".join(f" ({m}: {v})" for m, v in other.items())
+
+
+def separated(a: pd.DataFrame, b: pd.DataFrame, alpha: float = ALPHA) -> bool:
+    """Whether two groups' means differ beyond noise: a paired test over the draws they share;
+    False when they share none or there is no noise estimate at all."""
+    common = [c for c in a.columns if c in b.columns]
+    if not common:
+        return False
+    est = paired_difference(a[common].to_numpy(float), b[common].to_numpy(float))
+    p = est.p_value()
+    return bool(math.isfinite(p) and p < alpha)
+
+
+def best_marks(s: pd.DataFrame, by: list[str], alpha: float = ALPHA) -> pd.Series:
+    """Per row of the summary ``s``: ``"best"`` (the best of its ``by`` group, separated from
+    every other row of the group), ``"tie"`` (the best or a row it is not separated from, when
+    the best is not separated from all), or ``""``. Only ranked metrics (role ``score``) in
+    groups of two or more rows are marked."""
+    marks = pd.Series("", index=s.index, dtype=object)
+    for _, g in s.groupby(by, sort=False):
+        if g["role"].iloc[0] != "score" or len(g) < 2:
+            continue
+        hib = bool(g["higher_is_better"].iloc[0])
+        top = g["mean"].idxmax() if hib else g["mean"].idxmin()
+        tied = [i for i in g.index if i != top and not separated(s.at[top, "table"],
+                                                                 s.at[i, "table"], alpha)]
+        if tied:
+            marks.loc[[top, *tied]] = "tie"
+        else:
+            marks.loc[top] = "best"
+    return marks
+
+
+def interval_note(s: pd.DataFrame) -> str:
+    """One sentence on what the ± of these rows covers."""
+    covers = sorted(set(s.loc[s["role"] != "floor", "covers"]))
+    what = "; ".join(c for c in covers if c != "nothing") or "nothing (one value each)"
+    return (f"mean ± half-width of the {LEVEL:.0%} confidence interval (t, crossed seeds × "
+            f"evaluation draws; it covers: {what}); (S×R) = seeds × evaluation draws behind the "
+            "mean; floors: mean (sd over pairs of draws)")
