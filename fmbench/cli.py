@@ -308,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="relative change that counts (default 0.10, or the suite's "
                              "[check] table for check)")
         p_.add_argument("--alpha", type=float, default=None if p_ is ck else 0.05,
-                        help="significance level of the Welch t-test (>= 3 seeds a side)")
+                        help="significance level of the test paired over shared evaluation draws")
         p_.add_argument("--include-times", action="store_true",
                         help="also compare wall-clock metrics (machine-dependent)")
     cmp_.add_argument("--format", choices=("rich", "md"), default="rich")

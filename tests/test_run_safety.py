@@ -591,6 +591,7 @@ DIE_IN_TRAINING = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # kills a fresh interpreter (torch import) twice
 def test_a_model_that_kills_the_process_is_failed_after_two_deaths(tmp_path):
     f, out = _suite(tmp_path), tmp_path / "out"
     env = {**os.environ, "FMBENCH_CACHE": str(tmp_path / "cache")}

@@ -97,6 +97,7 @@ def test_resume_after_interrupt_loses_and_duplicates_nothing(tiny_suite_file, tm
     assert [s["resumed"] for s in meta["sessions"]] == [False, True]
 
 
+@pytest.mark.slow  # a subprocess run killed with SIGKILL, then resumed
 def test_resume_after_kill_9(tmp_path):
     text = TINY.replace("steps = 30", "steps = 400").replace("seeds = [0, 1]", "seeds = [0, 1, 2]")
     f = tmp_path / "s.toml"
