@@ -108,7 +108,8 @@ def figure_metric_vs_nfe(df: pd.DataFrame, metric: str, meta: dict, folder: Path
             mean, sd = floor
             ax.axhline(mean, color="k", linestyle="--", linewidth=1, label="sampling floor")
             if sd > 0:
-                ax.axhspan(mean - sd, mean + sd, color="0.5", alpha=0.2, label="floor ± sd")
+                ax.axhspan(mean - sd, mean + sd, color="0.5", alpha=0.2, label="floor ± sd",
+                           zorder=0)
         ax.set_xscale("log")
         if (lines["mean"] > 0).all():
             ax.set_yscale("log")
@@ -151,7 +152,7 @@ def figure_bars(df: pd.DataFrame, meta: dict, folder: Path) -> list[Path]:
                           label=None if labelled else "sampling floor (± sd over draws)")
                 if sd > 0:
                     ax.fill_between([j - 0.1, j + 0.9], mean - sd, mean + sd, color="0.5",
-                                    alpha=0.25, linewidth=0)
+                                    alpha=0.25, linewidth=0, zorder=0)
                 labelled = True
         ax.set_xticks(np.arange(len(tasks)) + 0.4 - width / 2)
         ax.set_xticklabels([_plain(t) for t in tasks], fontsize=8)

@@ -1,5 +1,5 @@
-"""Generate: ONE solve per case from the task's fixed source points; its result feeds every
-metric, the saved samples and the saved trajectories.
+"""Generate: ONE solve per case and evaluation draw from the draw's fixed source points; its
+result feeds every metric of that draw, and draw 0's the saved samples and trajectories.
 
 The solve runs in chunks of ``eval_batch`` points. With a fixed-step solver each point's ODE is
 independent of the others, so the samples do not depend on the chunking (float rounding aside).

@@ -55,9 +55,22 @@ def _table(s: pd.DataFrame, index: list[str], columns: str, group_best: list[str
     return t[[c for c in order_cols if c in t.columns]].fillna("–")
 
 
+SAMPLE_COUNTED = ("fid", "fid_floor", "kid", "kid_std")  # biased in n or defined at n
+
+
+def _with_sample_count(df: pd.DataFrame) -> dict[str, str]:
+    """Column names: FID/KID with the sample count behind them, e.g. ``fid (n=5000)``."""
+    names = {}
+    for m, g in df.groupby("metric", sort=False):
+        counts = sorted(g["n_eval"].unique().tolist())
+        names[m] = f"{m} (n={'/'.join(map(str, counts))})" if m in SAMPLE_COUNTED else m
+    return names
+
+
 def tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Titled tables; with no ok row at all, only the table of failures."""
     s = summarize(df)
+    s["metric"] = s["metric"].map(_with_sample_count(df))
     out = {}
     if len(s):
         out["All metrics"] = _table(
@@ -68,8 +81,8 @@ def tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
             if len(sub):
                 out[f"Tong et al. layout: {metric.upper()} per task"] = _table(
                     sub, ["solver_label", "path_label"], "task", ["solver_label"])
-    img = s[s["metric"].isin(["bpd", "nll", "fid", "nfe"])]
-    if {"fid", "bpd"} & set(img["metric"]):
+    img = s[s["metric"].str.match(r"(bpd|nll|fid|nfe)( \(|$)")]
+    if {"fid", "bpd"} & {m.split(" ")[0] for m in img["metric"]}:
         out["Lipman et al. Table 1 layout: bits/dim, FID, NFE per path"] = _table(
             img, ["task", "solver_label", "path_label"], "metric", ["task", "solver_label"])
     bad = df[df["status"] != "ok"]
