@@ -49,7 +49,8 @@ class ResultsError(ValueError):
     """Unusable result input (missing, wrong schema, malformed rows)."""
 
 
-REQUIRED_COLUMNS = list(dict.fromkeys([*KEY, *DEFINITION, "value", "status", "seed", "schema_version",
+REQUIRED_COLUMNS = list(dict.fromkeys([*KEY, *DEFINITION, "value", "status", "seed", "draw",
+                                       "schema_version",
                                        "suite", "path_label", "solver_label", "reason"]))
 STRICT_SHOWN = 5  # problems listed in a strict-mode error
 

@@ -15,10 +15,10 @@
 Evaluation draws (:mod:`fmbench.tasks`): draw r generates its own n_eval images, so FID and KID
 get their evaluation standard error from R independent generated sets (not a bootstrap, which
 resamples one set and so inherits its FID bias); the floor and bits/dim of draw r use the draw's
-own test images (draw 0: the first ones; draw r > 0: a random order of the test split fixed by
-data_seed and r), so ``fid_floor`` is a distribution over R pairs (generated-size test set vs the
-training reference). When the test split holds exactly n_eval images every draw's floor uses all
-of them: its spread is then not measured (sd 0).
+own test images (a random subset of the test split fixed by data_seed and r: image-folder
+splits are sorted by class), so ``fid_floor`` is a distribution over R pairs (generated-size test
+set vs the training reference). When the test split holds n_eval images or fewer every draw's
+floor uses all of them (one cached feature set): its spread is then not measured (sd 0).
 """
 
 from __future__ import annotations
@@ -141,9 +141,10 @@ def _fid_floor(s: Scoring) -> float:
 
 
 TRAIN_FEATURES = Reference("FID reference features",
-                           lambda s: cached_features(s, "train", s.settings.fid_ref_n))
+                           lambda s: cached_features(s, "train", s.settings.fid_ref_n),
+                           per_draw=False)
 REFERENCE_STATISTICS = Reference("FID reference statistics",
-                                 lambda s: F.statistics(s.get(TRAIN_FEATURES)))
+                                 lambda s: F.statistics(s.get(TRAIN_FEATURES)), per_draw=False)
 FID_FLOOR = Reference("fid_floor", _fid_floor)
 GENERATED_FEATURES = Reference(
     "features of the generated images",
@@ -182,7 +183,7 @@ def _bits_per_dim(s: Scoring) -> float:
     x = s.images()
     pixels, _ = x.test_subset(m.bpd_n)
     spec = SolverSpec("dopri5", rtol=m.bpd_rtol, atol=m.bpd_rtol)
-    g = torch.Generator().manual_seed(derived_seed("bpd", x.draw) if x.draw else 0)
+    g = torch.Generator().manual_seed(derived_seed("bpd", x.draw))
     out = []
     for i in range(0, len(pixels), m.eval_batch):
         bpd, _ = bits_per_dim(s.field, pixels[i:i + m.eval_batch].to(s.device),

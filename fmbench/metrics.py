@@ -181,10 +181,12 @@ class Reference(Generic[T]):
     """A value derived from the model or the task and shared by a work unit's cases (the
     solver-MSE reference solve, a floor, …), computed on first use: ``scoring.get(REF)``.
     ``per_case`` references (features of the generated samples) are shared by the metrics of
-    one case only."""
+    one case only; ``per_draw=False`` ones (FID reference statistics of the training split) do not
+    depend on the evaluation draw and are shared by all draws."""
 
-    def __init__(self, name: str, compute: Callable[[Scoring], T], per_case: bool = False):
-        self.name, self.compute, self.per_case = name, compute, per_case
+    def __init__(self, name: str, compute: Callable[[Scoring], T], per_case: bool = False,
+                 per_draw: bool = True):
+        self.name, self.compute, self.per_case, self.per_draw = name, compute, per_case, per_draw
 
     def __repr__(self) -> str:
         return f"Reference({self.name})"
@@ -194,7 +196,8 @@ class Reference(Generic[T]):
 class Scoring:
     """What the metrics of one case receive: the case's generation, the task's evaluation inputs,
     the field, the training record and the metric settings. Per-model references are memoised in
-    ``shared`` (one dict per work unit, keyed by :class:`Reference` objects)."""
+    ``shared`` (one dict per work unit and evaluation draw, keyed by :class:`Reference` objects)
+    or, for draw-independent ones, in ``across_draws`` (one dict per work unit)."""
 
     path: GaussianPath
     spec: SolverSpec
@@ -208,10 +211,12 @@ class Scoring:
     device: torch.device = torch.device("cpu")
     cache_dir: Path | None = None
     shared: dict[Reference, object] = field(default_factory=dict)
+    across_draws: dict[Reference, object] = field(default_factory=dict)
     _own: dict[Reference, object] = field(default_factory=dict)
 
     def get(self, ref: Reference[T]) -> T:
-        memo = self._own if ref.per_case else self.shared
+        memo = (self._own if ref.per_case else self.shared if ref.per_draw
+                else self.across_draws)
         if ref not in memo:
             memo[ref] = ref.compute(self)
         return memo[ref]  # type: ignore[return-value]

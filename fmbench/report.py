@@ -88,10 +88,11 @@ def tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     bad = df[df["status"] != "ok"]
     if len(bad):  # a dash in the tables above is explained here, never silently dropped
         out[FAILED_TITLE] = (
-            bad.assign(seeds=bad["seed"].astype(str))
+            bad.assign(seeds=bad["seed"].astype(str), draws=bad["draw"].astype(str))
             .groupby(["task", "path_label", "solver_label", "status", "reason"], sort=False)
             .agg(metrics=("metric", lambda m: ", ".join(dict.fromkeys(m))),
-                 seeds=("seeds", lambda v: ", ".join(sorted(set(v), key=int))))
+                 seeds=("seeds", lambda v: ", ".join(sorted(set(v), key=int))),
+                 draws=("draws", lambda v: ", ".join(sorted(set(v), key=int))))
             .reset_index().set_index("task"))
     return out
 

@@ -32,12 +32,19 @@ TIE = "≈"
 
 
 def value_table(g: pd.DataFrame) -> pd.DataFrame:
-    """A group's ok values as a (seed × draw) table without holes (module docstring)."""
+    """A group's ok values as a (seed × draw) table without holes (module docstring): while a
+    value is missing, the seed or the draw with the most missing values is left out (a seed on a
+    tie), so a complete block remains whenever there is any value."""
     draw = g["draw"] if "draw" in g.columns else 0
     t = (g.assign(draw=draw).pivot_table(index="seed", columns="draw", values="value",
                                          aggfunc="mean").sort_index().sort_index(axis=1))
-    rows, cols = t.dropna(axis=0), t.dropna(axis=1)
-    return rows if rows.size >= cols.size else cols
+    while t.size and t.isna().to_numpy().any():
+        by_seed, by_draw = t.isna().sum(axis=1), t.isna().sum(axis=0)
+        if by_seed.max() / t.shape[1] >= by_draw.max() / t.shape[0]:
+            t = t.drop(index=by_seed.idxmax())
+        else:
+            t = t.drop(columns=by_draw.idxmax())
+    return t
 
 
 def _estimate(t: pd.DataFrame) -> Estimate:

@@ -18,10 +18,11 @@ chunking affects adaptive solvers: :mod:`fmbench.generate`).
 
 Evaluation draws: ``[metrics] eval_draws = R`` gives every case R independent sets of those
 inputs (draw r: its own source noise, held-out points and floor draw; for images its own source
-noise and its own subset of the test split for the floor and bits/dim), each fixed by
-``data_seed`` and r, so draw r is the same for every path, solver and training seed and in every
-run of the suite: seeds and draws are crossed (:mod:`fmbench.uncertainty`). Draw 0 is the single
-draw of earlier fmbench versions. The default R belongs to the task kind
+noise and its own random subset of the test split for the floor and bits/dim — test splits may
+be sorted by class), each fixed by ``data_seed`` and r, so draw r is the same for every path,
+solver and training seed and in every run of the suite: seeds and draws are crossed
+(:mod:`fmbench.uncertainty`). For 2D tasks draw 0 is the single draw of earlier fmbench
+versions. The default R belongs to the task kind
 (:attr:`TaskData.default_eval_draws`), chosen from measurement (README "Uncertainty").
 """
 
@@ -83,9 +84,9 @@ class ImageInputs:
     draw: int = 0
 
     def test_subset(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The first n test images in this draw's order, and their indices (None: the first n
-        of the split)."""
-        if self.test_order is None:
+        """The first n test images in this draw's order, and their indices (None: the whole
+        split, in its own order, when n covers it: the same set for every draw)."""
+        if self.test_order is None or n >= len(self.test_images):
             return self.test_images[:n], None
         index = self.test_order[:n]
         return self.test_images[index], index
@@ -191,8 +192,9 @@ class ImageData(TaskData):
 
     def eval_inputs(self, n: int, data_seed: int, path: GaussianPath, draw: int = 0
                     ) -> ImageInputs:
-        order = None if draw == 0 else torch.randperm(
-            len(self.test_images), generator=self.generator(data_seed, "test", draw))
+        # every draw, draw 0 included, takes a random order: splits may be sorted by class
+        order = torch.randperm(len(self.test_images),
+                               generator=self.generator(data_seed, "test", draw))
         return ImageInputs(self.source_points(n, data_seed, path, draw).to(self.device()),
                            self.train_images, self.test_images, self.task.target,
                            self.task.opts(), order, draw)

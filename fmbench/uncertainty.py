@@ -25,8 +25,9 @@ one degree of freedom (use at least 3 seeds and 3 draws where the numbers matter
 A difference between two methods scored on the same draws (:func:`paired_difference`) lets the
 shared draw effect ``d[r]`` cancel: per draw, the difference of the two seed means; its variance
 over draws estimates the draw part of the difference's variance (σ_e terms included), and each
-side adds its seed component (MS_seeds − MS_resid)/(S·R), floored at 0. With R = 1 it is
-Welch's test over seeds; with one seed per side, a paired t-test over draws.
+side adds its seed component (MS_seeds − MS_resid)/(S·R), floored at 0. A side with one seed
+borrows the other side's per-seed variance. With R = 1 it is Welch's test over seeds; with one
+seed per side, a paired t-test over draws, which covers draw noise only (``covers`` says so).
 
 Pure math: arrays in, numbers out; no I/O, no random state.
 """
@@ -140,18 +141,23 @@ def paired_difference(a, b) -> Estimate:
     r = ta.shape[1]
     diff = float(ta.mean() - tb.mean())
     sa, sb = ta.shape[0], tb.shape[0]
-    seeds = min(sa, sb) > 1  # a side with one seed has no measured seed noise
+    seeds = max(sa, sb) > 1  # seed noise measured on at least one side
     covers = ("seeds and draws" if r > 1 and seeds else "draws" if r > 1
               else "seeds" if seeds else "nothing")
+    (ca, dfa), (cb, dfb) = _seed_component(ta), _seed_component(tb)
+    # a side with one seed has no seed noise of its own to measure: it borrows the other side's
+    # per-seed variance (both sides' models are trained the same way)
+    if sa == 1 and sb > 1:
+        ca, dfa = cb * sb, dfb
+    elif sb == 1 and sa > 1:
+        cb, dfb = ca * sa, dfa
     if r == 1:  # Welch over seeds
-        if sa < 2 or sb < 2:
+        if sa < 2 and sb < 2:
             return Estimate(diff, math.nan, 0.0, sa + sb, 1, "nothing")
-        va, vb = float(ta[:, 0].var(ddof=1)) / sa, float(tb[:, 0].var(ddof=1)) / sb
-        return Estimate(diff, math.sqrt(va + vb), _satterthwaite([(va, sa - 1), (vb, sb - 1)]),
+        return Estimate(diff, math.sqrt(ca + cb), _satterthwaite([(ca, dfa), (cb, dfb)]),
                         sa + sb, 1, covers)
     d = ta.mean(axis=0) - tb.mean(axis=0)  # per draw: the draw effect cancels
     v_draw = float(d.var(ddof=1)) / r
-    (ca, dfa), (cb, dfb) = _seed_component(ta), _seed_component(tb)
     v = v_draw + ca + cb
     df = _satterthwaite([(v_draw, r - 1), (ca, dfa), (cb, dfb)])
     return Estimate(diff, math.sqrt(v), df, sa + sb, r, covers)

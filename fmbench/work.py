@@ -186,7 +186,8 @@ def run_unit(job: UnitJob, unit: WorkUnit, report: Report) -> UnitOutcome:
             store.write_losses(unit.key, {"task": first.task.name,
                                           "path_label": path_label(first.path),
                                           "seed": first.seed, "losses": meta["losses"]})
-        shared: list[dict] = [{} for _ in inputs]  # per model and draw, shared by the cases
+        # per-model references, shared by the unit's cases: per draw, and draw-independent ones
+        shared: list[dict] = [{} for _ in inputs] + [{}]
         for i, case in enumerate(pending):
             values = ([failed(names, out.failure)] if out.failure else
                       score_case(job, case, model, meta, data, inputs, shared))
@@ -202,7 +203,8 @@ def score_case(job: UnitJob, case: Case, model, meta: dict, data: TaskData, inpu
                shared: list[dict]) -> list[Values]:
     """Generate (one solve per evaluation draw) and score one case: its values per draw (metrics
     that are not per draw, e.g. train_time, only in draw 0). Draw 0's samples are saved when its
-    solve worked."""
+    solve worked. ``shared``: the unit's references of each draw, then the draw-independent
+    ones."""
     suite = job.suite
     field_ = velocity_field(model, case.path)
     out = []
@@ -215,7 +217,8 @@ def score_case(job: UnitJob, case: Case, model, meta: dict, data: TaskData, inpu
             gen = Generation(error=RuntimeError("no metric of this suite uses generated samples"))
         s = Scoring(case.path, case.solver, field_, gen, draw_inputs, suite.metrics,
                     case.task.gaussian_source, float(meta["train_time"]),
-                    float(meta["coupling_time"]), data.device(), Path(job.cache_dir), shared[r])
+                    float(meta["coupling_time"]), data.device(), Path(job.cache_dir), shared[r],
+                    shared[-1])
         out.append(evaluate(s, names))
         if r == 0 and gen.samples is not None:
             _save_samples(job, case, data, gen, draw_inputs)

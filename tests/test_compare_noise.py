@@ -143,3 +143,25 @@ def test_floors_are_distributions_over_draws_and_never_ranked():
     assert s["mean"].iloc[0] == pytest.approx(0.75)
     assert s["sd"].iloc[0] == pytest.approx(np.std([0.7, 0.9, 0.6, 0.8, 0.75], ddof=1))
     assert (best_marks(s, ["task", "metric"]) == "").all()
+
+
+def test_value_table_keeps_a_complete_block_when_every_seed_misses_a_draw():
+    from fmbench.summary import value_table
+
+    t = np.array([[1.0, np.nan, 2.0], [np.nan, 3.0, 4.0], [5.0, 6.0, 7.0]])
+    rows = pd.DataFrame(_rows(t, "t"))
+    block = value_table(rows.dropna(subset=["value"]))
+    assert block.size > 0 and not block.isna().to_numpy().any()
+    assert block.size >= 3  # e.g. seeds {1, 2} x draws {1, 2}
+    assert all(t[s, r] == block.at[s, r] for s in block.index for r in block.columns)
+    s = summarize(pd.DataFrame(_rows(np.array([[1.0, np.nan], [np.nan, 2.0]]), "t"))
+                  .dropna(subset=["value"]))
+    assert len(s) == 1 and s["n_seeds"].iloc[0] * s["n_draws"].iloc[0] >= 1
+
+
+def test_merge_keeps_every_draw_of_a_seed():
+    from fmbench.compare import merge
+
+    a = pd.DataFrame(_rows(np.ones((2, 5)), "t"))
+    merged = merge([a, a.copy()])
+    assert len(merged) == 10 and sorted(set(merged["draw"])) == [0, 1, 2, 3, 4]

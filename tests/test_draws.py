@@ -77,6 +77,21 @@ def test_the_floor_of_each_draw_is_w2_between_that_draws_target_sets(tmp_path):
     assert w2_exact(x0.x1_test, x0.x1_floor) != pytest.approx(w2_exact(x1.x1_test, x1.x1_floor))
 
 
+def test_draw_0_keeps_the_single_draw_seeds(tmp_path):
+    # the seeds of the one-draw design: (data_seed, task, role), per sample for Gaussian noise
+    from fmbench.plan import derived_seed
+    from fmbench.tasks import per_sample_normal
+
+    suite = _suite(tmp_path, 3)
+    task = suite.tasks[0]
+    x = load_task(task).eval_inputs(64, suite.data_seed, make_path("icfm"), 0)
+    assert torch.equal(x.x0, per_sample_normal(64, (2,), suite.data_seed, task.name, "source"))
+    from fmbench import data as D
+
+    g = torch.Generator().manual_seed(derived_seed(suite.data_seed, task.name, "test"))
+    assert torch.equal(x.x1_test, D.DATASETS.get(task.target)(64, g))
+
+
 def test_point_tasks_default_to_five_draws_and_the_setting_is_checked(tmp_path):
     suite = _suite(tmp_path, 0)
     data = load_task(suite.tasks[0])
