@@ -31,6 +31,7 @@ from fmbench.results import RunError, environment, git_commit
 from fmbench.session import ResultsSession
 from fmbench.storage import StorageError, remove_orphans
 from fmbench.summary import ALPHA, TIE, best_marks, cell, counts_note, interval_note, summarize
+from fmbench.tasks import kind_of
 from fmbench.work import UnitJob
 
 __all__ = ["RunError", "StorageError", "run_suite", "summary_table"]
@@ -49,6 +50,8 @@ def suite_definition(suite) -> dict:
         "path": [{"name": p.name, **p.params()} for p in suite.paths],
         "solver": [s.label() for s in suite.solvers],
         "metrics": asdict(suite.metrics),
+        "eval_draws": {t.name: kind_of(t.target).eval_draws(suite.metrics.eval_draws)
+                       for t in suite.tasks},  # resolved: a changed default is a difference
         "code": {"training": TRAIN_CODE_VERSION,
                  "metrics": {n: METRICS.get(n).version for n in suite.metrics.names}},
     }

@@ -114,9 +114,10 @@ class TaskData:
             return lambda n, g: scale * torch.randn(n, *shape, generator=g)
         return D.DATASETS.get(self.task.source)
 
-    def eval_draws(self, setting: int) -> int:
+    @classmethod
+    def eval_draws(cls, setting: int) -> int:
         """The number of evaluation draws for the suite's ``eval_draws`` setting."""
-        return setting or self.default_eval_draws
+        return setting or cls.default_eval_draws
 
     def generator(self, data_seed: int, role: str, draw: int) -> torch.Generator:
         return torch.Generator().manual_seed(derived_seed(*draw_parts(data_seed, self.task.name,

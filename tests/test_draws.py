@@ -24,8 +24,13 @@ def _suite(tmp_path, draws: int, name: str = "s.toml"):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("draws")
+def draws_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("draws")
+
+
+@pytest.fixture(scope="module")
+def runs(draws_dir):
+    tmp = draws_dir
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FMBENCH_CACHE", str(tmp / "cache"))
         mp.setenv("FMBENCH_WORKERS", "1")
@@ -116,3 +121,23 @@ def test_summary_and_report_state_seeds_times_draws(runs, tmp_path):
     floor = s[s["metric"] == "w2_floor"].iloc[0]
     values = df[(df["metric"] == "w2_floor")].groupby("draw")["value"].first()
     assert floor["sd"] == pytest.approx(np.std(values, ddof=1))
+
+
+def test_resume_with_draws_redoes_a_lost_case_with_every_draw(runs, draws_dir, tmp_path):
+    import shutil
+
+    from fmbench.compare import load_results
+
+    _, full = runs
+    src = draws_dir / "three"
+    out = tmp_path / "three"
+    shutil.copytree(src, out)
+    lost = sorted((out / "cases").glob("*.json"))[0]
+    lost.unlink()
+    suite = _suite(src.parent, 3)
+    df = run_suite(suite, out, resume=True, cache_dir=src.parent / "cache")
+    key = ["case_id", "draw", "metric"]
+    a = full[~full["metric"].isin(TIMES)].set_index(key)["value"].sort_index()
+    b = df[~df["metric"].isin(TIMES)].set_index(key)["value"].sort_index()
+    assert a.equals(b)  # every draw of the lost case back, nothing duplicated
+    assert len(load_results(out)) == len(full)
