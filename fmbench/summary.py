@@ -155,9 +155,17 @@ def best_marks(s: pd.DataFrame, by: list[str], alpha: float = ALPHA) -> pd.Serie
 
 
 def interval_note(s: pd.DataFrame) -> str:
-    """One sentence on what the ± of these rows covers."""
-    covers = sorted(set(s.loc[s["role"] != "floor", "covers"]))
-    what = "; ".join(c for c in covers if c != "nothing") or "nothing (one value each)"
+    """One sentence on what the ± of these rows covers (which noise, for which metrics)."""
+    rows = s[s["role"] != "floor"]
+    by = rows.groupby("covers", sort=False)["metric"].agg(lambda m: list(dict.fromkeys(m)))
+    common = rows["covers"].mode().iloc[0] if len(rows) else "nothing"
+    parts = [f"{_NOISE[common]}"] + [f"{_NOISE[c]} for {', '.join(m)}"
+                                      for c, m in by.items() if c != common]
     return (f"mean ± half-width of the {LEVEL:.0%} confidence interval (t, crossed seeds × "
-            f"evaluation draws; it covers: {what}); (S×R) = seeds × evaluation draws behind the "
-            "mean; floors: mean (sd over pairs of draws)")
+            f"evaluation draws), covering {'; '.join(parts)}; (S×R) = seeds × evaluation draws "
+            "behind the mean; floors: mean (sd over pairs of draws)")
+
+
+_NOISE = {"seeds and draws": "training-seed and evaluation-draw noise",
+          "seeds": "training-seed noise only", "draws": "evaluation-draw noise only",
+          "nothing": "no noise (one value: no interval)"}
