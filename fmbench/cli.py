@@ -39,7 +39,9 @@ def _describe(kind: str, name: str, obj) -> tuple[str, str]:
         return extra, obj.description
     if kind == "metrics":
         direction = "higher is better" if obj.higher_is_better else "lower is better"
-        return f"unit {obj.unit or '-'}; {direction}", obj.description
+        kind_ = {"score": "ranked", "floor": "noise floor", "info": "not ranked"}[obj.role]
+        per = "per draw" if obj.per_draw else "per model"
+        return f"unit {obj.unit or '-'}; {direction}; {kind_}; {per}", obj.description
     doc = inspect.getdoc(obj) or ""
     return "", doc.split("\n")[0]
 
