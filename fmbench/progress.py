@@ -33,11 +33,14 @@ HEADLINE = ("w2", "fid", "bpd", "nll", "nfe")  # metrics shown on a finished uni
 
 
 def headline(rows: dict[str, list[dict]], limit: int = 3) -> str:
-    """'w2 0.712 · nfe 20' from the first case's ok rows."""
+    """'w2 0.712 · nfe 20' from the first case's ok rows (the mean over its evaluation draws)."""
     first = next(iter(rows.values()), [])
-    ok = {r["metric"]: r["value"] for r in first if r["status"] == "ok"}
+    ok: dict[str, list[float]] = {}
+    for r in first:
+        if r["status"] == "ok":
+            ok.setdefault(r["metric"], []).append(float(r["value"]))
     shown = [m for m in HEADLINE if m in ok][:limit]
-    return " · ".join(f"{m} {ok[m]:.4g}" for m in shown)
+    return " · ".join(f"{m} {sum(ok[m]) / len(ok[m]):.4g}" for m in shown)
 
 
 class RunProgress:

@@ -141,3 +141,11 @@ def test_resume_with_draws_redoes_a_lost_case_with_every_draw(runs, draws_dir, t
     b = df[~df["metric"].isin(TIMES)].set_index(key)["value"].sort_index()
     assert a.equals(b)  # every draw of the lost case back, nothing duplicated
     assert len(load_results(out)) == len(full)
+
+
+def test_progress_headline_is_the_mean_over_draws():
+    from fmbench.progress import headline
+
+    rows = [{"metric": "w2", "value": v, "status": "ok", "draw": r} for r, v in enumerate([1, 3])]
+    rows.append({"metric": "nfe", "value": 20.0, "status": "ok", "draw": 0})
+    assert headline({"case": rows}) == "w2 2 · nfe 20"
