@@ -26,11 +26,6 @@ from fmbench.summary import LEVEL, value_table  # noqa: E402
 from fmbench.uncertainty import crossed_mean, paired_difference  # noqa: E402
 
 
-def half(e) -> float:
-    lo, hi = e.interval(LEVEL)
-    return (hi - lo) / 2
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results")
@@ -52,9 +47,9 @@ def main(argv=None) -> int:
         t = value_table(g)
         one, full = crossed_mean(t[[0]].to_numpy()), crossed_mean(t.to_numpy())
         rows.append({"task": task, "path": path, "metric": metric,
-                     "R=1 mean": one.mean, "R=1 ±": half(one),
-                     f"R={t.shape[1]} mean": full.mean, f"R={t.shape[1]} ±": half(full),
-                     "width ratio": half(full) / half(one),
+                     "R=1 mean": one.mean, "R=1 ±": one.half_width(LEVEL),
+                     f"R={t.shape[1]} mean": full.mean, f"R={t.shape[1]} ±": full.half_width(LEVEL),
+                     "width ratio": full.half_width(LEVEL) / one.half_width(LEVEL),
                      "sd of draw means": float(t.mean(axis=0).std(ddof=1)),
                      "sd of seed means": float(t.mean(axis=1).std(ddof=1))})
     pd.set_option("display.width", 200)

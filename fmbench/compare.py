@@ -322,12 +322,8 @@ def _judge(key, label, metric, ta: pd.DataFrame, tb: pd.DataFrame, higher_better
         status = "better" if (delta > 0) == higher_better else "worse"
     else:
         status = "within noise"
-    half = {}
-    for side, e in (("a", ea), ("b", eb)):
-        lo, hi = e.interval(LEVEL)
-        half[side] = (hi - lo) / 2
-    return Comparison(key, label, metric, status, ma, half["a"], ea.n_seeds, eb.mean, half["b"],
-                      eb.n_seeds, r, rel, p, thr, note)
+    return Comparison(key, label, metric, status, ma, ea.half_width(LEVEL), ea.n_seeds, eb.mean,
+                      eb.half_width(LEVEL), eb.n_seeds, r, rel, p, thr, note)
 
 
 def to_frame(comparisons: list[Comparison]) -> pd.DataFrame:

@@ -58,8 +58,8 @@ def _table(s: pd.DataFrame, index: list[str], columns: str, group_best: list[str
 SAMPLE_COUNTED = ("fid", "fid_floor", "kid", "kid_std")  # biased in n or defined at n
 
 
-def _with_sample_count(df: pd.DataFrame) -> dict[str, str]:
-    """Column names: FID/KID with the sample count behind them, e.g. ``fid (n=5000)``."""
+def _column_names(df: pd.DataFrame) -> dict[str, str]:
+    """Metric columns' names: FID/KID with the sample count behind them, e.g. ``fid (n=5000)``."""
     names = {}
     for m, g in df.groupby("metric", sort=False):
         counts = sorted(g["n_eval"].unique().tolist())
@@ -67,24 +67,25 @@ def _with_sample_count(df: pd.DataFrame) -> dict[str, str]:
     return names
 
 
-def tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Titled tables; with no ok row at all, only the table of failures."""
-    s = summarize(df)
-    s["metric"] = s["metric"].map(_with_sample_count(df))
+def tables(df: pd.DataFrame, s: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+    """Titled tables (``s``: the summary of ``df`` when the caller has it); with no ok row at
+    all, only the table of failures."""
+    s = (summarize(df) if s is None else s).assign(
+        column=lambda x: x["metric"].map(_column_names(df)))
     out = {}
     if len(s):
         out["All metrics"] = _table(
-            s, ["task", "path_label", "solver_label"], "metric", ["task"])
+            s, ["task", "path_label", "solver_label"], "column", ["task"])
     if {"w2", "npe"} & set(s["metric"]):
         for metric in ("w2", "npe"):
             sub = s[s["metric"] == metric]
             if len(sub):
                 out[f"Tong et al. layout: {metric.upper()} per task"] = _table(
                     sub, ["solver_label", "path_label"], "task", ["solver_label"])
-    img = s[s["metric"].str.match(r"(bpd|nll|fid|nfe)( \(|$)")]
-    if {"fid", "bpd"} & {m.split(" ")[0] for m in img["metric"]}:
+    img = s[s["metric"].isin(["bpd", "nll", "fid", "nfe"])]
+    if {"fid", "bpd"} & set(img["metric"]):
         out["Lipman et al. Table 1 layout: bits/dim, FID, NFE per path"] = _table(
-            img, ["task", "solver_label", "path_label"], "metric", ["task", "solver_label"])
+            img, ["task", "solver_label", "path_label"], "column", ["task", "solver_label"])
     bad = df[df["status"] != "ok"]
     if len(bad):  # a dash in the tables above is explained here, never silently dropped
         out[FAILED_TITLE] = (
@@ -165,9 +166,9 @@ def _header(meta: dict, df: pd.DataFrame, n_set_aside: int) -> dict:
     }
 
 
-def _reading(df: pd.DataFrame) -> list[str]:
-    """How to read the tables: what ± and (S×R) are, when a value is bold, FID's bias in n."""
-    s = summarize(df)
+def _reading(s: pd.DataFrame) -> list[str]:
+    """How to read the tables (``s``: their summary): what ± and (S×R) are, when a value is
+    bold, FID's bias in n."""
     if s.empty:
         return []
     lines = [interval_note(s) + ".",
@@ -261,9 +262,10 @@ def build(results: str | Path, fmt: str = "md", out: str | Path | None = None,
     folder = Path(out) if out else (run_dir or results.parent) / "report"
     figs = _figures(df, meta, losses, run_dir, folder, problems)
     grids = image_grids(run_dir, problems) if run_dir is not None else []
-    tabs = tables(df)
+    summary = summarize(df)
+    tabs = tables(df, summary)
     header = _header(meta, df, len(problems))
-    reading = _reading(df)
+    reading = _reading(summary)
     if fmt == "md":
         linked = grids if run_dir is not None and folder == run_dir / "report" else []
         path, text = folder / "report.md", _render_md(header, reading, tabs, figs, linked, folder,

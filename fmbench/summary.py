@@ -23,7 +23,7 @@ import pandas as pd
 
 import fmbench.image_metrics  # noqa: F401  (registers the image metrics' roles)
 from fmbench.metrics import metric_role
-from fmbench.uncertainty import Estimate, crossed_mean, paired_difference
+from fmbench.uncertainty import crossed_mean, paired_difference
 
 GROUP = ["task", "path_label", "solver_label", "metric"]
 LEVEL = 0.95  # confidence level of every interval fmbench shows
@@ -35,9 +35,8 @@ def value_table(g: pd.DataFrame) -> pd.DataFrame:
     """A group's ok values as a (seed × draw) table without holes (module docstring): while a
     value is missing, the seed or the draw with the most missing values is left out (a seed on a
     tie), so a complete block remains whenever there is any value."""
-    draw = g["draw"] if "draw" in g.columns else 0
-    t = (g.assign(draw=draw).pivot_table(index="seed", columns="draw", values="value",
-                                         aggfunc="mean").sort_index().sort_index(axis=1))
+    t = (g.pivot_table(index="seed", columns="draw", values="value", aggfunc="mean")
+         .sort_index().sort_index(axis=1))
     while t.size and t.isna().to_numpy().any():
         by_seed, by_draw = t.isna().sum(axis=1), t.isna().sum(axis=0)
         if by_seed.max() / t.shape[1] >= by_draw.max() / t.shape[0]:
@@ -45,10 +44,6 @@ def value_table(g: pd.DataFrame) -> pd.DataFrame:
         else:
             t = t.drop(columns=by_draw.idxmax())
     return t
-
-
-def _estimate(t: pd.DataFrame) -> Estimate:
-    return crossed_mean(t.to_numpy(float))
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
@@ -66,29 +61,24 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     out = []
     for key, g in ok.groupby(GROUP, sort=False):
         t = value_table(g)
-        est = _estimate(t)
-        lo, hi = est.interval(LEVEL)
+        est = crossed_mean(t.to_numpy(float))
         role = metric_role(key[-1])
         spread = t.mean(axis=0) if role == "floor" else t.mean(axis=1)
         out.append({**dict(zip(GROUP, key, strict=True)), "mean": est.mean, "se": est.se,
-                    "half": (hi - lo) / 2, "sd": float(spread.std(ddof=1)) if len(spread) > 1
+                    "half": est.half_width(LEVEL), "sd": float(spread.std(ddof=1)) if len(spread) > 1
                     else math.nan, "n_seeds": est.n_seeds, "n_draws": est.n_draws,
                     "covers": est.covers, "role": role, "higher_is_better": bool(hib[key[-1]]),
                     "table": t})
     return pd.DataFrame(out, columns=cols)
 
 
-def _digits(x: float, sig: int) -> int:
-    """Decimals that show x to ``sig`` significant digits."""
-    return max(sig - 1 - math.floor(math.log10(abs(x))), 0) if x and math.isfinite(x) else 0
-
-
-def fmt_number(x: float, decimals: int) -> str:
-    if not math.isfinite(x):
-        return "–"
-    if abs(x) >= 1e6 or (x and abs(x) < 1e-4):
-        return f"{x:.{max(decimals, 2)}e}" if decimals < 8 else f"{x:.3g}"
-    return f"{x:.{decimals}f}"
+def _with_error(mean: float, err: float) -> tuple[str, str]:
+    """A mean and its error (> 0) as text: fixed point to the error's second significant digit,
+    or 3 and 2 significant digits when either is tiny or huge."""
+    if not all(v == 0 or 1e-4 <= abs(v) < 1e6 for v in (mean, err)):
+        return f"{mean:.3g}", f"{err:.2g}"
+    d = max(1 - math.floor(math.log10(err)), 0)
+    return f"{mean:.{d}f}", f"{err:.{d}f}"
 
 
 def cell(row, show_n: bool = True) -> str:
@@ -99,16 +89,14 @@ def cell(row, show_n: bool = True) -> str:
         sd = float(row["sd"])
         if not math.isfinite(sd):
             return f"{mean:.3g} (1 draw)"
-        d = _digits(sd, 2) if sd > 0 else _digits(mean, 3)
-        return f"{fmt_number(mean, d)} (sd {fmt_number(sd, d)}, {n_d} draws)"
+        m, e = _with_error(mean, sd) if sd > 0 else (f"{mean:.3g}", "0")
+        return f"{m} (sd {e}, {n_d} draws)"
     n = f" ({n_s}×{n_d})" if show_n else ""
     half = float(row["half"])
     if not (math.isfinite(half) and half > 0):
         return f"{mean:.4g}{n}"
-    d = _digits(half, 2)
-    if abs(mean) >= 1e6 or (mean and abs(mean) < 1e-4):  # scientific: 2 digits of the error
-        return f"{mean:.3g} ± {half:.2g}{n}"
-    return f"{fmt_number(mean, d)} ± {fmt_number(half, d)}{n}"
+    m, e = _with_error(mean, half)
+    return f"{m} ± {e}{n}"
 
 
 def counts_note(s: pd.DataFrame) -> str:

@@ -60,6 +60,11 @@ class Estimate:
         half = float(stats.t.ppf(0.5 + level / 2, self.df)) * self.se
         return self.mean - half, self.mean + half
 
+    def half_width(self, level: float = 0.95) -> float:
+        """Half the width of :meth:`interval` (NaN without an error)."""
+        lo, hi = self.interval(level)
+        return (hi - lo) / 2
+
     def p_value(self, null: float = 0.0) -> float:
         """Two-sided p-value of mean = ``null`` (a t-test with this error and df)."""
         if not (self.se >= 0 and self.df > 0):

@@ -187,10 +187,11 @@ def run_unit(job: UnitJob, unit: WorkUnit, report: Report) -> UnitOutcome:
                                           "path_label": path_label(first.path),
                                           "seed": first.seed, "losses": meta["losses"]})
         # per-model references, shared by the unit's cases: per draw, and draw-independent ones
-        shared: list[dict] = [{} for _ in inputs] + [{}]
+        per_draw: list[dict] = [{} for _ in inputs]
+        across_draws: dict = {}
         for i, case in enumerate(pending):
             values = ([failed(names, out.failure)] if out.failure else
-                      score_case(job, case, model, meta, data, inputs, shared))
+                      score_case(job, case, model, meta, data, inputs, per_draw, across_draws))
             out.rows[case.case_id] = _write(store, suite, case, values)
             report(UnitEvent(unit.key, "case", i + 1, len(pending), case.solver.label()))
     finally:
@@ -200,11 +201,11 @@ def run_unit(job: UnitJob, unit: WorkUnit, report: Report) -> UnitOutcome:
 
 
 def score_case(job: UnitJob, case: Case, model, meta: dict, data: TaskData, inputs: list,
-               shared: list[dict]) -> list[Values]:
+               per_draw: list[dict], across_draws: dict) -> list[Values]:
     """Generate (one solve per evaluation draw) and score one case: its values per draw (metrics
     that are not per draw, e.g. train_time, only in draw 0). Draw 0's samples are saved when its
-    solve worked. ``shared``: the unit's references of each draw, then the draw-independent
-    ones."""
+    solve worked. ``per_draw[r]`` and ``across_draws`` memoise the unit's references
+    (:class:`fmbench.metrics.Reference`)."""
     suite = job.suite
     field_ = velocity_field(model, case.path)
     out = []
@@ -217,8 +218,8 @@ def score_case(job: UnitJob, case: Case, model, meta: dict, data: TaskData, inpu
             gen = Generation(error=RuntimeError("no metric of this suite uses generated samples"))
         s = Scoring(case.path, case.solver, field_, gen, draw_inputs, suite.metrics,
                     case.task.gaussian_source, float(meta["train_time"]),
-                    float(meta["coupling_time"]), data.device(), Path(job.cache_dir), shared[r],
-                    shared[-1])
+                    float(meta["coupling_time"]), data.device(), Path(job.cache_dir),
+                    per_draw[r], across_draws)
         out.append(evaluate(s, names))
         if r == 0 and gen.samples is not None:
             _save_samples(job, case, data, gen, draw_inputs)
