@@ -7,7 +7,7 @@ import torch
 
 from fmbench.data import sample
 from fmbench.paths import CouplingError, make_coupling
-from fmbench.paths.couplings import sinkhorn_log, sq_cost
+from fmbench.paths.couplings import entropic_plan, sinkhorn_log, sq_cost
 
 
 def _batches(n=64, seed=0, src="gaussian", tgt="8gaussians"):
@@ -33,8 +33,10 @@ def test_exact_ot_plan_equals_pot():
     assert got == pytest.approx(want, rel=1e-6)
 
 
-@pytest.mark.parametrize("name,kw", [("exact-ot", {}), ("entropic-ot", {"reg": 0.02}),
-                                     ("entropic-ot", {"reg": 5.0}), ("independent", {})])
+@pytest.mark.parametrize("name,kw", [("exact-ot", {}),
+                                     ("entropic-ot", {"reg": 0.02, "replace": False}),
+                                     ("entropic-ot", {"reg": 5.0, "replace": False}),
+                                     ("independent", {})])
 def test_without_replacement_is_a_permutation(name, kw):
     x0, x1 = _batches(n=100, seed=1)
     p0, p1 = make_coupling(name, **kw).pair(x0, x1, torch.Generator().manual_seed(0))
@@ -156,3 +158,115 @@ def test_path_coupling_compatibility():
     assert "reg" not in make_path("sbcfm", coupling="exact-ot").coupling_params()
     with pytest.raises(ValueError, match="entropic-ot coupling needs"):
         make_path("rf", coupling="entropic-ot")
+
+
+# --- the warm-started sparse entropic solver -----------------------------------------------------
+
+def _uniform(n):
+    return np.full(n, 1 / n)
+
+
+@pytest.mark.parametrize("reg", [0.5, 2.0])
+def test_entropic_plan_equals_pot_at_moderate_reg(reg):
+    """POT's log-domain Sinkhorn run to 1e-12 is the reference; our plan must agree entrywise."""
+    x0, x1 = _batches(n=80, seed=13)
+    cost = sq_cost(x0, x1)
+    n = len(x0)
+    ref = ot.sinkhorn(_uniform(n), _uniform(n), cost.numpy(), reg, method="sinkhorn_log",
+                      stopThr=1e-13, numItermax=200_000)
+    got = entropic_plan(cost, reg, tol=1e-8)
+    assert got.iterations > 0  # the sparse path, not the dense fall-back
+    np.testing.assert_allclose(torch.exp(got.dense_log()).numpy(), ref, atol=1e-8 / n, rtol=1e-6)
+
+
+@pytest.mark.parametrize("tgt,n,method", [("8gaussians", 64, "newton"),
+                                          ("scurve", 96, "sinkhorn")])
+def test_entropic_plan_small_reg_equals_dense_eps_scaling(tgt, n, method):
+    """At SB-CFM's reg 0.02 POT's Sinkhorn fails (underflow); the dense log-domain ε-scaling is
+    the independent reference. Both to tolerance 1e-4: the same plan. The 8-Gaussians batch has weakly linked clusters where Sinkhorn crawls and Newton finishes."""
+    x0, x1 = _batches(n=n, seed=14, tgt=tgt)
+    cost = sq_cost(x0, x1)
+    ref = sinkhorn_log(cost, 0.02, tol=1e-4, max_iter=100_000)
+    got = entropic_plan(cost, 0.02, tol=1e-4)
+    assert (got.iterations < 0) if method == "newton" else (got.iterations > 0)
+    assert got.iterations != -1  # not the dense fall-back
+    plan = torch.exp(got.dense_log())
+    assert 0.5 * float((plan - ref).abs().sum()) < 3e-4
+    assert (plan.sum(1) * n - 1).abs().max() < 1e-4
+    assert (plan.sum(0) * n - 1).abs().max() < 1e-4
+    # the support holds all but a negligible part of the mass, and the draw uses it
+    on = torch.zeros_like(plan, dtype=torch.bool)
+    on[got.rows, got.cols] = True
+    assert float(plan[~on].sum()) <= got.off_support < 1e-6
+    dense = got.dense_log()[got.rows, got.cols]
+    np.testing.assert_allclose(got.log_values.numpy(), dense.numpy())
+
+
+def test_entropic_plan_newton_reaches_tight_tolerance():
+    x0, x1 = _batches(n=96, seed=14, src="moons")
+    got = entropic_plan(sq_cost(x0, x1), 0.02, tol=1e-10)
+    plan = torch.exp(got.dense_log())
+    assert (plan.sum(1) * 96 - 1).abs().max() < 1e-10
+    assert (plan.sum(0) * 96 - 1).abs().max() < 1e-10
+
+
+def test_entropic_plan_meets_tol_at_batch_512():
+    x0, x1 = _batches(n=512, seed=15, src="moons")
+    cost = sq_cost(x0, x1)
+    got = entropic_plan(cost, 0.02, tol=1e-2)
+    plan = torch.exp(got.dense_log())
+    assert (plan.sum(1) * 512 - 1).abs().max() < 1e-2
+    assert (plan.sum(0) * 512 - 1).abs().max() < 1e-2
+    exact = ot.emd2(_uniform(512), _uniform(512), cost.numpy())
+    assert exact - 1e-9 <= float((plan * cost).sum()) <= exact + 0.02 * math.log(512**2)
+
+
+def test_entropic_plan_falls_back_when_the_check_fails(monkeypatch):
+    """A support too narrow to hold the plan must be caught by the off-support bound and the plan
+    recomputed densely: still the right plan, never a silently truncated one."""
+    import fmbench.paths.couplings as C
+
+    x0, x1 = _batches(n=64, seed=16, tgt="scurve")
+    cost = sq_cost(x0, x1)
+    ref = sinkhorn_log(cost, 0.02, tol=1e-5)
+    monkeypatch.setattr(C, "SUPPORT_K", 0.5)
+    got = C.entropic_plan(cost, 0.02, tol=1e-5)
+    assert got.iterations == -1  # the dense fall-back
+    np.testing.assert_allclose(torch.exp(got.dense_log()).numpy(), ref.numpy(), atol=1e-12)
+
+
+def test_entropic_pairs_follow_the_plan():
+    """Pairs drawn with replacement (SB-CFM's default) have the plan's frequencies: a chi-square
+    test over many batches, the plan as the null (p-value above 1e-3)."""
+    from scipy.stats import chisquare
+
+    x0, x1 = _batches(n=6, seed=17)
+    c = make_coupling("entropic-ot", reg=2.0)
+    assert c.replace
+    plan = c.plan(x0, x1).numpy()
+    g = torch.Generator().manual_seed(0)
+    counts = np.zeros((6, 6))
+    idx0 = {tuple(r): i for i, r in enumerate(x0.tolist())}
+    idx1 = {tuple(r): j for j, r in enumerate(x1.tolist())}
+    reps = 1500
+    for _ in range(reps):
+        p0, p1 = c.pair(x0, x1, g)
+        for a, b in zip(p0.tolist(), p1.tolist(), strict=True):
+            counts[idx0[tuple(a)], idx1[tuple(b)]] += 1
+    expected = plan.reshape(-1) / plan.sum() * counts.sum()
+    keep = expected > 5
+    assert keep.sum() >= 12  # a spread plan, not a permutation
+    obs, exp_ = counts.reshape(-1)[keep], expected[keep]
+    assert chisquare(obs, exp_ * obs.sum() / exp_.sum()).pvalue > 1e-3
+    # the same draw from a plan that is NOT this one is rejected (the test has power)
+    wrong = np.roll(exp_, 1)
+    assert chisquare(obs, wrong * obs.sum() / wrong.sum()).pvalue < 1e-6
+
+
+def test_sbcfm_path_draws_from_its_plan_by_default():
+    from fmbench.paths import make_path
+
+    p = make_path("sbcfm", sigma=0.1)
+    assert p.replace and make_coupling(p.coupling, **p.coupling_params()).replace
+    assert not make_path("otcfm").replace  # exact OT: the permutation is the plan
+    assert not make_path("sbcfm", replace=False).replace

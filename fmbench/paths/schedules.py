@@ -22,6 +22,7 @@ from typing import ClassVar
 
 import torch
 
+from fmbench.paths.couplings import COUPLINGS
 from fmbench.registry import Registry
 
 PATHS: Registry[type[GaussianPath]] = Registry("path")
@@ -47,7 +48,7 @@ class GaussianPath:
     """
 
     coupling: str = "independent"
-    replace: bool = False
+    replace: bool | None = None  # None: the coupling's own default (entropic OT draws from its plan)
     objective: str = "velocity"
 
     gaussian_source_only = False
@@ -69,6 +70,9 @@ class GaussianPath:
             raise ValueError(
                 f"objective must be one of {list(self.supported_objectives)}, got {self.objective!r}"
             )
+        if self.replace is None:
+            default = COUPLINGS.get(self.coupling).__dataclass_fields__["replace"].default
+            object.__setattr__(self, "replace", default)
         self.check()
         self.coupling_params()  # raises for a coupling this path cannot parameterise
 
