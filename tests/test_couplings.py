@@ -183,7 +183,8 @@ def test_entropic_plan_equals_pot_at_moderate_reg(reg):
                                           ("scurve", 96, "sinkhorn")])
 def test_entropic_plan_small_reg_equals_dense_eps_scaling(tgt, n, method):
     """At SB-CFM's reg 0.02 POT's Sinkhorn fails (underflow); the dense log-domain ε-scaling is
-    the independent reference. Both to tolerance 1e-4: the same plan. The 8-Gaussians batch has weakly linked clusters where Sinkhorn crawls and Newton finishes."""
+    the independent reference. Both to tolerance 1e-4: the same plan. The 8-Gaussians batch has
+    weakly linked clusters where Sinkhorn crawls and Newton finishes."""
     x0, x1 = _batches(n=n, seed=14, tgt=tgt)
     cost = sq_cost(x0, x1)
     ref = sinkhorn_log(cost, 0.02, tol=1e-4, max_iter=100_000)
