@@ -32,8 +32,8 @@ def derived_seed(*parts) -> int:
 
 # files whose code decides what a training configuration produces: a change to any of them
 # means cached models are never reused
-TRAINING_CODE = ("train.py", "models.py", "unet.py", "data.py", "image_data.py", "cifar_pickle.py",
-                 "image_tasks.py", "paths/schedules.py", "paths/couplings.py")
+TRAINING_CODE = ("train.py", "batches.py", "models.py", "unet.py", "data.py", "image_data.py",
+                 "cifar_pickle.py", "image_tasks.py", "paths/schedules.py", "paths/couplings.py")
 
 
 def _training_code_digest() -> str:
@@ -83,7 +83,7 @@ def model_key(suite: Suite, task: Task, path: GaussianPath, seed: int) -> str:
     return digest({
         "source": task.source, "target": task.target, "task_options": task.opts(),
         "path": path.name, "path_params": path.params(), "model": asdict(suite.model),
-        "training": asdict(suite.training), "seed": seed, "version": TRAIN_CODE_VERSION,
+        "training": suite.training.definition(), "seed": seed, "version": TRAIN_CODE_VERSION,
     })
 
 

@@ -46,7 +46,7 @@ def suite_definition(suite) -> dict:
         "suite": {"name": suite.name, "seeds": list(suite.seeds), "data_seed": suite.data_seed},
         "task": [{"name": t.name, "source": t.source, "target": t.target, **t.opts()}
                  for t in suite.tasks],
-        "model": asdict(suite.model), "training": asdict(suite.training),
+        "model": asdict(suite.model), "training": suite.training.definition(),
         "path": [{"name": p.name, **p.params()} for p in suite.paths],
         "solver": [s.label() for s in suite.solvers],
         "metrics": asdict(suite.metrics),

@@ -2,15 +2,17 @@
 
 One step: draw a source batch x0 and a target batch x1, re-pair them with the path's coupling, draw
 t (and ε when the path has c ≢ 0), form (x_t, u_t) and regress the network output on u_t (velocity
-objective) or x0 (noise objective) with mean squared error. All randomness comes from one
-``torch.Generator`` seeded by the case seed.
+objective) or x0 (noise objective) with mean squared error. Step k's batch comes from its own
+generator seeded by (case seed, k) and is computed ahead of the step by ``coupling_workers``
+processes (:mod:`fmbench.batches`): the result does not depend on their number.
 
 Real runs: an exponential moving average of the weights (``ema_decay``; the EMA weights are what
 evaluation uses), linear learning-rate warm-up, gradient-norm clipping, and checkpoints every
-``checkpoint_every`` steps holding weights, EMA, optimiser, step, loss curve and the generator's
+``checkpoint_every`` steps holding weights, EMA, optimiser, step, loss curve and the dropout RNG's
 state, written atomically. Given a checkpoint file that exists, training resumes from it and
-reproduces the uninterrupted run exactly (same step, same RNG stream). Mixed precision (bf16
-autocast) and ``torch.compile`` apply on CUDA only. Checkpoints load with ``weights_only=True``.
+reproduces the uninterrupted run exactly (same step, same batches, same dropout stream). Mixed
+precision (bf16 autocast) and ``torch.compile`` apply on CUDA only. Checkpoints load with
+``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
+from fmbench.batches import BatchMaker, batches, resolve_workers
 from fmbench.paths.couplings import Coupling
 from fmbench.paths.schedules import GaussianPath
 from fmbench.storage import atomic_write
@@ -54,7 +58,7 @@ TRAIN_RANGES = {
     "steps": Range(1), "batch_size": Range(1), "lr": Range(0, lo_open=True),
     "weight_decay": Range(0), "grad_clip": Range(0), "warmup_steps": Range(0),
     "ema_decay": Range(0, 1, hi_open=True), "checkpoint_every": Range(0), "log_every": Range(1),
-    "divergence_factor": Range(0, lo_open=True),
+    "divergence_factor": Range(0, lo_open=True), "coupling_workers": Range(-1),
 }
 
 
@@ -75,9 +79,18 @@ class TrainConfig:
     compile: bool = False  # torch.compile, CUDA only
     log_every: int = 100
     divergence_factor: float = 1e6  # loss above factor × first loss counts as divergence
+    # processes computing batches (and their couplings) ahead of the step: -1 = the unit's CPU
+    # share when the coupling re-pairs, 0 = in process; placement only, never a number
+    coupling_workers: int = -1
+
+    PLACEMENT: ClassVar[tuple[str, ...]] = ("coupling_workers",)  # not part of what is trained
 
     def __post_init__(self) -> None:
         self.check()
+
+    def definition(self) -> dict:
+        """The settings that decide the trained model (the model key, --resume's comparison)."""
+        return {k: v for k, v in asdict(self).items() if k not in self.PLACEMENT}
 
     def check(self) -> None:
         check_ranges(self, TRAIN_RANGES)
@@ -104,8 +117,8 @@ def _save_checkpoint(file: Path, state: dict) -> None:
     atomic_write(file, lambda f: torch.save(state, f))
 
 
-CHECKPOINT_KEYS = ("model", "optimizer", "ema", "generator", "torch_rng", "step", "first_loss",
-                   "losses", "coupling_time", "train_time")
+CHECKPOINT_KEYS = ("model", "optimizer", "ema", "torch_rng", "step", "first_loss", "losses",
+                   "coupling_time", "train_time")
 
 
 def _load_checkpoint(file: Path, device: torch.device, steps: int) -> dict:
@@ -201,16 +214,14 @@ class _Log:
                    running, count, state["coupling_time"], state["train_time"])
 
 
-def _restore(ckpt: Path, model, opt, ema, gen: torch.Generator, device: torch.device,
-             cfg: TrainConfig) -> _Log:
-    """Load a checkpoint into model, optimiser, EMA and RNGs; CorruptCheckpoint when it cannot."""
+def _restore(ckpt: Path, model, opt, ema, device: torch.device, cfg: TrainConfig) -> _Log:
+    """Load a checkpoint into model, optimiser, EMA and RNG; CorruptCheckpoint when it cannot."""
     state = _load_checkpoint(ckpt, device, cfg.steps)
     try:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
-        gen.set_state(state["generator"].cpu())
         torch.set_rng_state(state["torch_rng"].cpu())
     except (RuntimeError, ValueError, KeyError, TypeError) as e:
         raise CorruptCheckpoint(ckpt, f"does not fit this model ({e})") from None
@@ -219,22 +230,11 @@ def _restore(ckpt: Path, model, opt, ema, gen: torch.Generator, device: torch.de
     return _Log.from_state(state)
 
 
-def _loss(forward, path: GaussianPath, coupling: Coupling, sample_source, sample_target,
-          cfg: TrainConfig, gen: torch.Generator, device: torch.device, log: _Log
-          ) -> torch.Tensor:
-    """One batch: draw, pair (timed into ``log``), interpolate, regress."""
-    x0 = sample_source(cfg.batch_size, gen)
-    x1 = sample_target(cfg.batch_size, gen)
-    c0 = time.perf_counter()
-    x0, x1 = coupling.pair(x0, x1, gen)
-    log.coupling_time += time.perf_counter() - c0
-    t = path.sample_t(cfg.batch_size, gen)
-    eps = torch.randn(x1.shape, generator=gen) if path.needs_eps else None
-    xt, ut = path.interpolate(x0, x1, t, eps)
-    target = path.regression_target(x0, ut).to(device)
+def _loss(forward, batch, cfg: TrainConfig, device: torch.device) -> torch.Tensor:
+    """The step's regression loss on a prepared batch."""
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
-        out = forward(xt.to(device), t.to(xt.dtype).to(device))
-    return (out.float() - target).pow(2).mean()
+        out = forward(batch.xt.to(device), batch.t.to(device))
+    return (out.float() - batch.target.to(device)).pow(2).mean()
 
 
 def _warm_up(opt: torch.optim.Optimizer, cfg: TrainConfig, step: int) -> None:
@@ -258,16 +258,18 @@ def _train(
 ) -> dict:
     cuda = device.type == "cuda"
     model.to(device)
-    gen = torch.Generator().manual_seed(seed)
     opt = make_optimizer(model.parameters(), cfg)
     ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema_decay > 0 else None
     ckpt = Path(checkpoint) if checkpoint else None
-    log = _restore(ckpt, model, opt, ema, gen, device, cfg) if ckpt and ckpt.exists() else _Log()
+    log = _restore(ckpt, model, opt, ema, device, cfg) if ckpt and ckpt.exists() else _Log()
+    maker = BatchMaker(path, coupling, sample_source, sample_target, cfg.batch_size, seed)
+    stream = batches(maker, log.step + 1, cfg.steps,
+                     resolve_workers(cfg.coupling_workers, coupling))
 
     def save(elapsed: float) -> None:
         _save_checkpoint(ckpt, {
             "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "ema": ema.state_dict() if ema is not None else {}, "generator": gen.get_state(),
+            "ema": ema.state_dict() if ema is not None else {},
             "torch_rng": torch.get_rng_state(),
             **({"cuda_rng": torch.cuda.get_rng_state()} if cuda else {}),
             **log.state(), "train_time": elapsed})
@@ -275,10 +277,10 @@ def _train(
     forward = torch.compile(model) if (cfg.compile and cuda) else model
     model.train()
     t_start = t_last = time.perf_counter()
-    for step in range(log.step + 1, cfg.steps + 1):
+    for step, batch in zip(range(log.step + 1, cfg.steps + 1), stream, strict=True):
         _warm_up(opt, cfg, step)
-        loss = _loss(forward, path, coupling, sample_source, sample_target, cfg, gen, device,
-                     log)
+        log.coupling_time += batch.coupling_seconds
+        loss = _loss(forward, batch, cfg, device)
         value = loss.item()
         log.observe(step, value, cfg)
         opt.zero_grad(set_to_none=True)

@@ -143,3 +143,63 @@ def test_warmup_ramps_learning_rate():
     finally:
         T.make_optimizer = real
     assert seen == pytest.approx([0.025, 0.05, 0.075, 0.1, 0.1, 0.1])
+
+
+@pytest.mark.parametrize("path_name", ["otcfm", "sbcfm"])
+def test_coupling_workers_do_not_change_the_model(path_name):
+    """Batches are a function of (seed, step): 0, 1 or 2 coupling worker processes train the same
+    network bit for bit (exact and entropic couplings, with and without ε)."""
+    path = make_path(path_name, sigma=0.1)
+    coupling = make_coupling(path.coupling, **path.coupling_params())
+    states = []
+    for workers in (0, 1, 2):
+        torch.manual_seed(5)
+        model = MLP(2, 16, 2)
+        cfg = TrainConfig(steps=12, batch_size=64, coupling_workers=workers)
+        meta = train(model, path, coupling, lambda n, g: torch.randn(n, 2, generator=g),
+                     DATASETS.get("8gaussians"), cfg, seed=3)
+        assert meta["coupling_time"] > 0
+        states.append(model.state_dict())
+    for other in states[1:]:
+        for k in states[0]:
+            assert torch.equal(states[0][k], other[k]), k
+
+
+def test_batches_are_computed_in_worker_processes():
+    """With workers the batches are made elsewhere (each sample carries the pid that drew it)."""
+    import os
+
+    from fmbench.batches import BatchMaker, batches, resolve_workers
+    from fmbench.paths.couplings import IndependentCoupling
+
+    def pid_sampler(n, g):
+        return torch.full((n, 2), float(os.getpid()), dtype=torch.float64)
+
+    maker = BatchMaker(make_path("icfm", sigma=0.0), IndependentCoupling(), pid_sampler,
+                       pid_sampler, 4, seed=0)
+    here = {float(b.xt[0, 0]) for b in batches(maker, 1, 6, workers=0)}
+    away = {float(b.xt[0, 0]) for b in batches(maker, 1, 6, workers=2)}
+    assert here == {float(os.getpid())}
+    assert float(os.getpid()) not in away and 1 <= len(away) <= 2
+    # the rule: independent coupling stays in process, re-pairing couplings get workers
+    assert resolve_workers(-1, IndependentCoupling()) == 0
+    assert resolve_workers(-1, make_coupling("exact-ot")) >= 1
+    assert resolve_workers(0, make_coupling("exact-ot")) == 0
+
+
+def test_placement_settings_do_not_change_the_model_key():
+    import tomllib
+
+    from fmbench.plan import cases
+    from fmbench.suite import parse_suite
+
+    def loads_suite(text):
+        return parse_suite(tomllib.loads(text))
+
+    text = '[suite]\nname = "k"\n[[task]]\ntarget = "moons"\n[[path]]\nname = "otcfm"\n' \
+           '[[solver]]\nname = "euler"\nsteps = 2\n[training]\nsteps = 5\n'
+
+    a = cases(loads_suite(text))[0].model_key
+    b = cases(loads_suite(text + "coupling_workers = 2\n"))[0].model_key
+    c = cases(loads_suite(text.replace("steps = 5", "steps = 6")))[0].model_key
+    assert a == b != c

@@ -213,8 +213,10 @@ class _Pool:
 
     def _start(self, spec: dict) -> _Slot:
         parent, child = self.ctx.Pipe()
+        # not daemonic: a unit starts coupling workers of its own (fmbench.batches); the pool
+        # joins or kills its workers itself, and they exit with the coordinator
         p = self.ctx.Process(target=_worker, args=(child, self.job, spec["env"], spec["threads"],
-                                                   os.getpid()), daemon=True, name="fmbench-worker")
+                                                   os.getpid()), daemon=False, name="fmbench-worker")
         p.start()
         child.close()
         return _Slot(p, parent, spec)
