@@ -244,6 +244,18 @@ def _warm_up(opt: torch.optim.Optimizer, cfg: TrainConfig, step: int) -> None:
             group["lr"] = cfg.lr * min(1.0, step / cfg.warmup_steps)
 
 
+def _optimize(loss: torch.Tensor, model: torch.nn.Module, opt: torch.optim.Optimizer,
+              ema: torch.nn.Module | None, cfg: TrainConfig) -> None:
+    """Backward, optional gradient-norm clipping, the optimiser step and the EMA update."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    if ema is not None:
+        ema_update(ema, model, cfg.ema_decay)
+
+
 def _train(
     model: torch.nn.Module,
     path: GaussianPath,
@@ -283,13 +295,7 @@ def _train(
         loss = _loss(forward, batch, cfg, device)
         value = loss.item()
         log.observe(step, value, cfg)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        if ema is not None:
-            ema_update(ema, model, cfg.ema_decay)
+        _optimize(loss, model, opt, ema, cfg)
         now = time.perf_counter()
         rate, t_last = cfg.batch_size / max(now - t_last, 1e-9), now
         if ckpt is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
