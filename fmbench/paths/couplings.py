@@ -59,6 +59,12 @@ def exact_ot(cost: np.ndarray, log: bool = False):
     return res
 
 
+def _draw_entries(log_values: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """Positions of k entries drawn i.i.d. with probability ∝ exp(log_values)."""
+    return torch.multinomial(torch.softmax(log_values, 0), k, replacement=True,
+                             generator=generator)
+
+
 def _pairs_from_log_plan(
     log_plan: torch.Tensor, replace: bool, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,8 +76,7 @@ def _pairs_from_log_plan(
     """
     n, m = log_plan.shape
     if replace:
-        probs = torch.softmax(log_plan.reshape(-1), 0)
-        k = torch.multinomial(probs, n, replacement=True, generator=generator)
+        k = _draw_entries(log_plan.reshape(-1), n, generator)
         return k // m, k % m
     order = torch.randperm(n, generator=generator)
     gumbel = -torch.log(-torch.log(torch.rand(n, m, generator=generator, dtype=torch.float64)
@@ -215,8 +220,7 @@ class EntropicPlan:
 
     def draw(self, k: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Indices (i, j) of k pairs drawn i.i.d. from π (on its support)."""
-        probs = torch.softmax(self.log_values, 0)
-        idx = torch.multinomial(probs, k, replacement=True, generator=generator)
+        idx = _draw_entries(self.log_values, k, generator)
         return self.rows[idx], self.cols[idx]
 
 
