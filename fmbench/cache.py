@@ -47,15 +47,22 @@ def new_model(unit: WorkUnit, model_cfg, data: TaskData) -> torch.nn.Module:
             raise ValueError(f"model: {e}") from None
 
 
-def _model_lock(cache: Path, unit: WorkUnit) -> FolderLock:
+def entry_name(unit: WorkUnit, data: TaskData) -> str:
+    """The model's name in the cache: its model key, and the digest of its training data where
+    that is read from files (:meth:`TaskData.content_digest`)."""
+    content = data.content_digest()
+    return f"{unit.key}-{content}" if content else unit.key
+
+
+def _model_lock(cache: Path, unit: WorkUnit, name: str) -> FolderLock:
     """The model's lock in the cache, held; waits (saying so) while another process has it."""
-    lock = FolderLock(cache / "locks", f"{unit.key}.lock")
+    lock = FolderLock(cache / "locks", f"{name}.lock")
     try:
         return lock.acquire()
     except LockHeld:
         log.info("waiting for another process that is training or loading %s (%s)", unit.label,
-                 unit.key)
-        return FolderLock(cache / "locks", f"{unit.key}.lock", wait=True).acquire()
+                 name)
+        return FolderLock(cache / "locks", f"{name}.lock", wait=True).acquire()
 
 
 def trained_model(unit: WorkUnit, suite, data: TaskData, cache: Path,
@@ -67,9 +74,10 @@ def trained_model(unit: WorkUnit, suite, data: TaskData, cache: Path,
     training starts over. TrainingFailed when the loss diverges."""
     dev = data.device()
     case = unit.first
-    file = cache / "models" / f"{unit.key}.pt"
-    ckpt = cache / "checkpoints" / f"{unit.key}.pt"
-    lock = _model_lock(cache, unit)
+    name = entry_name(unit, data)
+    file = cache / "models" / f"{name}.pt"
+    ckpt = cache / "checkpoints" / f"{name}.pt"
+    lock = _model_lock(cache, unit, name)
     try:
         model = new_model(unit, suite.model, data).to(dev)
         meta = load_model(file, model) if file.exists() else None

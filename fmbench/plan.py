@@ -5,8 +5,10 @@ a *work unit* is one trained model and every case that evaluates it: the unit of
 an executor places on a core, a GPU or a cluster node. Ids are content hashes of what defines the
 numbers, so they are the same on every machine, in every process and in every order:
 
-- ``model_key``: task (source, target, resolved options), path and its parameters, model and
-  training settings, seed, and the training code's digest. It names the model in the model cache.
+- ``model_key``: task (source, target, options as the suite writes them: a relative data root
+  stays relative, so the same suite in another checkout reuses its models), path and its
+  parameters, model and training settings, seed, and the digest of the code that defines the
+  model (:func:`training_code`). It names the model in the model cache.
 - ``case_id``: the model key, the task name, the solver label, the metric settings and the data
   seed. It names the case file in a results folder.
 """
@@ -14,9 +16,9 @@ numbers, so they are the same on every machine, in every process and in every or
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fmbench.codehash import code_digest
 from fmbench.paths.schedules import GaussianPath
 from fmbench.solvers import SolverSpec
 from fmbench.storage import digest
@@ -30,18 +32,31 @@ def derived_seed(*parts) -> int:
     return int(digest(list(parts), 8), 16)
 
 
-# files whose code decides what a training configuration produces: a change to any of them
-# means cached models are never reused
-TRAINING_CODE = ("train.py", "batches.py", "models.py", "unet.py", "data.py", "image_data.py",
-                 "cifar_pickle.py", "image_tasks.py", "paths/schedules.py", "paths/couplings.py")
+def training_components(suite: Suite, task: Task, path: GaussianPath) -> tuple:
+    """What defines a trained model of (task, path) as code: the training loop and initial
+    weights, the path's class, its coupling, the model kind and the task's data components
+    (:meth:`fmbench.tasks.TaskData.components`)."""
+    from fmbench.cache import new_model
+    from fmbench.models import MODELS
+    from fmbench.paths.couplings import COUPLINGS
+    from fmbench.tasks import kind_of
+    from fmbench.train import train
+
+    return (new_model, train, type(path), COUPLINGS.get(path.coupling),
+            MODELS.get(suite.model.kind), *kind_of(task.target).components(task))
 
 
-def _training_code_digest() -> str:
-    root = Path(__file__).parent
-    return digest(b"".join((root / f).read_bytes() for f in TRAINING_CODE))
+def training_code(suite: Suite, task: Task, path: GaussianPath) -> str:
+    """Digest of :func:`training_components` with the own code each reaches
+    (:mod:`fmbench.codehash`; a plug-in's package counts as own code). Code a model does not run
+    — another dataset, another path, the metrics, the runner — is not part of it."""
+    return code_digest(*training_components(suite, task, path))
 
 
-TRAIN_CODE_VERSION = _training_code_digest()
+def suite_training_code(suite: Suite) -> str:
+    """One digest of :func:`training_code` over the suite's tasks and paths (run.json's
+    ``code.training``: a resumed run refuses cases trained by other code)."""
+    return digest(sorted({training_code(suite, t, p) for t in suite.tasks for p in suite.paths}))
 
 
 @dataclass(frozen=True)
@@ -81,9 +96,10 @@ class WorkUnit:
 def model_key(suite: Suite, task: Task, path: GaussianPath, seed: int) -> str:
     """Hash of everything that influences training (not solvers or metrics)."""
     return digest({
-        "source": task.source, "target": task.target, "task_options": task.opts(),
+        "source": task.source, "target": task.target, "task_options": dict(task.options),
         "path": path.name, "path_params": path.params(), "model": asdict(suite.model),
-        "training": suite.training.definition(), "seed": seed, "version": TRAIN_CODE_VERSION,
+        "training": suite.training.definition(), "seed": seed,
+        "code": training_code(suite, task, path),
     })
 
 

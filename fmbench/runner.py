@@ -22,10 +22,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from fmbench import plan
 from fmbench.cache import CACHE_ORPHAN_AGE_S, default_cache_dir
 from fmbench.executors import Executor, make_executor
 from fmbench.metrics import METRICS
-from fmbench.plan import TRAIN_CODE_VERSION, cases, work_units
+from fmbench.plan import cases, work_units
 from fmbench.progress import RunProgress
 from fmbench.results import RunError, environment, git_commit
 from fmbench.session import ResultsSession
@@ -52,7 +53,7 @@ def suite_definition(suite) -> dict:
         "metrics": asdict(suite.metrics),
         "eval_draws": {t.name: kind_of(t.target).eval_draws(suite.metrics.eval_draws)
                        for t in suite.tasks},  # resolved: a changed default is a difference
-        "code": {"training": TRAIN_CODE_VERSION,
+        "code": {"training": plan.suite_training_code(suite),
                  "metrics": {n: METRICS.get(n).version for n in suite.metrics.names}},
     }
     return json.loads(json.dumps(doc, default=str))

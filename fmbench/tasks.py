@@ -39,7 +39,7 @@ from fmbench import data as D
 from fmbench.image_tasks import IMAGE_DATASETS, image_sampler, load_split
 from fmbench.paths.schedules import GaussianPath
 from fmbench.plan import derived_seed
-from fmbench.storage import atomic_write
+from fmbench.storage import atomic_write, digest
 
 if TYPE_CHECKING:
     from fmbench.generate import Generation
@@ -115,6 +115,19 @@ class TaskData:
         return D.DATASETS.get(self.task.source)
 
     @classmethod
+    def components(cls, task: Task) -> tuple:
+        """The data components a model of ``task`` is trained on — this kind's class and the
+        registered datasets it samples — whose code defines the model (``plan.training_code``)."""
+        return (cls,) if task.gaussian_source else (cls, D.DATASETS.get(task.source))
+
+    def content_digest(self) -> str:
+        """Digest of training data read from files ('' where registered code generates the data:
+        that code is in the model key). The model cache keys models by the model key and this,
+        so two folders whose data roots read the same text but hold other data never share a
+        model, while the same data anywhere does."""
+        return ""
+
+    @classmethod
     def eval_draws(cls, setting: int) -> int:
         """The number of evaluation draws for the suite's ``eval_draws`` setting."""
         return setting or cls.default_eval_draws
@@ -153,6 +166,10 @@ class PointData(TaskData):
     def load(cls, task: Task) -> PointData:
         return cls(task, (2,))
 
+    @classmethod
+    def components(cls, task: Task) -> tuple:
+        return super().components(task) + (D.DATASETS.get(task.target),)
+
     def target(self):
         return D.DATASETS.get(self.task.target)
 
@@ -181,12 +198,22 @@ class ImageData(TaskData):
     def __init__(self, task: Task, train: torch.Tensor, test: torch.Tensor):
         super().__init__(task, tuple(train.shape[1:]))
         self.train_images, self.test_images = train, test
+        self._content_digest: str | None = None
 
     @classmethod
     def load(cls, task: Task) -> ImageData:
         opts = task.opts()
         return cls(task, load_split(task.target, opts, "train").images,
                    load_split(task.target, opts, "test").images)
+
+    @classmethod
+    def components(cls, task: Task) -> tuple:
+        return super().components(task) + (IMAGE_DATASETS.get(task.target),)
+
+    def content_digest(self) -> str:
+        if self._content_digest is None:  # ~0.4 s for CIFAR-10's training split
+            self._content_digest = digest(self.train_images.contiguous().numpy().tobytes())
+        return self._content_digest
 
     def target(self):
         return image_sampler(self.train_images, bool(self.task.opts().get("hflip", True)))

@@ -112,7 +112,7 @@ class SlurmUnit:
 
     def __call__(self, unit: WorkUnit) -> UnitOutcome | _Stopped | _Failed:
         in_job = bool(os.environ.get("SUBMITIT_EXECUTOR"))  # not "debug" (in this process)
-        if in_job and (Path(self.job.cache_dir) / "checkpoints" / f"{unit.key}.pt").exists():
+        if in_job and any((Path(self.job.cache_dir) / "checkpoints").glob(f"{unit.key}*.pt")):
             _say(f"{unit.label}: a training checkpoint exists, training resumes from it")
         try:
             if not in_job:  # debug cluster: this process, whose warnings reach run.log as is

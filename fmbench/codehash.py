@@ -1,0 +1,151 @@
+"""Digests of the code that defines a component: what model keys hash instead of whole files.
+
+``code_digest(obj)`` hashes the source of ``obj`` (a function, a class, or a registered record
+such as a ``ModelKind`` whose fields hold functions) together with, transitively, every function
+or class it refers to that is *own code*: defined in fmbench or in the package ``obj`` itself
+comes from (a plug-in's package). References are read from the compiled code (global names and
+attribute names, nested functions and lambdas included), so a helper called through a module
+alias (``I.load_cifar10``) counts; simple module constants it names (numbers, strings, tuples)
+count by value. Registries and other mutable objects are data, not code: a component looked up at
+run time is hashed only where it is named as a root (the model key names the task's datasets,
+the path, the coupling, the model kind and the training loop). Over-inclusion only costs a cache
+miss; what a component's code actually runs is never left out unless it is reached through a
+registry lookup or an object attribute, or is third-party code (whose version is recorded apart).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import types
+
+_SIMPLE = (int, float, str, bytes, bool, type(None))
+_MEMO: dict[int, tuple[object, str, tuple[str, ...]]] = {}
+
+
+def _top(module_name: str | None) -> str:
+    return (module_name or "").split(".")[0]
+
+
+def _is_simple(v) -> bool:
+    return isinstance(v, _SIMPLE) or (isinstance(v, (tuple, frozenset))
+                                      and all(_is_simple(x) for x in v))
+
+
+def _source(obj) -> str:
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError):  # no source file (code made by exec): its bytecode instead
+        code = getattr(obj, "__code__", None)
+        return _bytecode(code) if code else repr(obj)
+
+
+def _bytecode(code: types.CodeType) -> str:
+    """The code object as text, without the memory addresses nested code objects repr with."""
+    consts = [_bytecode(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
+    return repr((code.co_code, consts, code.co_names))
+
+
+def _codes(code: types.CodeType):
+    yield code
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            yield from _codes(c)
+
+
+def _generated(fn: types.FunctionType) -> bool:
+    """A method a dataclass generated (its effect follows from the class's own source)."""
+    return "__create_fn__" in getattr(fn, "__wrapped__", fn).__qualname__
+
+
+def _functions_of(obj) -> list:
+    """The functions whose code ``obj`` runs (a class: its own methods and properties)."""
+    if isinstance(obj, types.FunctionType):
+        return [obj]
+    out = []
+    for v in vars(obj).values():
+        v = v.__func__ if isinstance(v, (staticmethod, classmethod)) else v
+        if isinstance(v, property):
+            out += [f for f in (v.fget, v.fset, v.fdel) if f is not None]
+        elif isinstance(v, types.FunctionType) and not _generated(v):
+            out.append(v)
+    return out
+
+
+class _Walk:
+    def __init__(self, own: set[str]):
+        self.own, self.seen, self.parts = own, set(), []
+
+    def is_own(self, v) -> bool:
+        return _top(getattr(v, "__module__", None)) in self.own
+
+    def visit(self, obj) -> None:
+        if id(obj) in self.seen:
+            return
+        self.seen.add(id(obj))
+        if not isinstance(obj, (type, types.FunctionType)):  # a record: its type and fields
+            self.visit(type(obj))
+            if dataclasses.is_dataclass(obj):
+                for f in dataclasses.fields(obj):
+                    v = getattr(obj, f.name)
+                    if isinstance(v, (type, types.FunctionType)) and self.is_own(v):
+                        self.visit(v)
+            return
+        self.parts.append(f"{obj.__module__}.{obj.__qualname__}\n{_source(obj)}")
+        if isinstance(obj, type):
+            self.parts += [f"{obj.__qualname__}.{k} = {v!r}" for k, v in vars(obj).items()
+                           if _is_simple(v) and not k.startswith("__")]
+            for base in obj.__mro__[1:]:
+                if self.is_own(base):
+                    self.visit(base)
+            for fn in _functions_of(obj):  # methods by their own source too: a class's
+                self.visit(fn)  # source is not found when its module is not in sys.modules
+            return
+        self.references(obj)
+
+    def references(self, fn: types.FunctionType) -> None:
+        names = {n for code in _codes(fn.__code__) for n in code.co_names}
+        scopes = [fn.__globals__]
+        scopes += [v for v in fn.__globals__.values()
+                   if isinstance(v, types.ModuleType) and _top(v.__name__) in self.own]
+        for cell in fn.__closure__ or ():
+            try:
+                self.value(f"<closure of {fn.__qualname__}>", cell.cell_contents)
+            except ValueError:  # an empty cell
+                pass
+        for name in sorted(n for n in names if not n.startswith("__")):
+            for scope in scopes:
+                space = scope if isinstance(scope, dict) else vars(scope)
+                if name in space:
+                    self.value(name, space[name])
+
+    def value(self, name: str, v) -> None:
+        if isinstance(v, (type, types.FunctionType)) and self.is_own(v):
+            self.visit(v)
+        elif _is_simple(v):
+            self.parts.append(f"{name} = {v!r}")
+
+
+def _walked(obj) -> tuple[object, str, tuple[str, ...]]:
+    memo = _MEMO.get(id(obj))
+    if memo is None or memo[0] is not obj:
+        mod = obj.__module__ if isinstance(obj, (type, types.FunctionType)) else \
+            type(obj).__module__
+        walk = _Walk({"fmbench", _top(mod)})
+        walk.visit(obj)
+        parts = sorted(set(walk.parts))
+        memo = _MEMO[id(obj)] = (obj, hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16],
+                                 tuple(p.split("\n", 1)[0] for p in parts))
+    return memo
+
+
+def code_digest(*objs) -> str:
+    """A 16-hex-digit digest of the own code behind ``objs`` (module docstring)."""
+    return hashlib.sha256(" ".join(_walked(o)[1] for o in objs).encode()).hexdigest()[:16]
+
+
+def code_parts(*objs) -> list[str]:
+    """What :func:`code_digest` hashes, one line each: qualified names of functions and classes,
+    ``name = value`` of constants (to see why a key changed, and for tests)."""
+    return sorted({p for o in objs for p in _walked(o)[2]})
