@@ -136,25 +136,32 @@ def _ci(e) -> str:
     return f"{e.mean:.4f} ± {e.half_width():.4f}"
 
 
-def report(rows_file: Path) -> None:
+def report(rows_file: Path, markdown: bool = False) -> None:
     rows = [json.loads(line) for line in rows_file.read_text().splitlines()]
     groups: dict[tuple, dict[str, dict[int, dict]]] = {}
     for r in rows:
         groups.setdefault((r["task"], r["path"]), {}).setdefault(r["side"], {})[r["seed"]] = r
-    print("\nmean ± 95% CI over seeds × evaluation draws; difference paired on the draws "
-          "(its CI covers seeds and draws)")
-    print(f"{'task':18s} {'path':6s} {'metric':6s} {'n':>4s} {'fmbench':>18s} "
-          f"{'torchcfm':>18s} {'fmbench - torchcfm':>20s} {'p':>6s}")
-    for (task, path), sides in groups.items():
+    head = ("task", "path", "metric", "seeds×draws", "fmbench", "torchcfm", "fmbench − torchcfm",
+            "p")
+    if markdown:
+        print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+    else:
+        print("\nmean ± 95% CI over seeds × evaluation draws; difference paired on the draws "
+              "(its CI covers seeds and draws)")
+        print(f"{'task':18s} {'path':6s} {'metric':6s} {'n':>5s} {'fmbench':>18s} "
+              f"{'torchcfm':>18s} {'fmbench - torchcfm':>20s} {'p':>6s}")
+    for (task, path), sides in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         seeds = sorted(set(sides.get("fmbench", {})) & set(sides.get("torchcfm", {})))
-        if not seeds:
-            continue
-        for m in METRICS:
+        for m in METRICS if seeds else ():
             a, b = ([sides[s][seed][m] for seed in seeds] for s in SIDES)
             ea, eb, d = crossed_mean(a), crossed_mean(b), paired_difference(a, b)
-            n = f"{len(seeds)}x{len(a[0])}"
-            print(f"{task:18s} {path:6s} {m:6s} {n:>4s} {_ci(ea):>18s} {_ci(eb):>18s} "
-                  f"{d.mean:+9.4f} ± {d.half_width():.4f} {d.p_value():6.3f}")
+            cells = (task, path, m, f"{len(seeds)}x{len(a[0])}", _ci(ea), _ci(eb),
+                     f"{d.mean:+.4f} ± {d.half_width():.4f}", f"{d.p_value():.3f}")
+            if markdown:
+                print("| " + " | ".join(cells).replace("->", "→") + " |")
+            else:
+                print(f"{task:18s} {path:6s} {m:6s} {cells[3]:>5s} {cells[4]:>18s} "
+                      f"{cells[5]:>18s} {cells[6]:>20s} {cells[7]:>6s}")
 
 
 def _shard(s: str) -> tuple[int, int]:
@@ -175,6 +182,7 @@ def main() -> None:
     ap.add_argument("--cache-dir")
     ap.add_argument("--shard", type=_shard, default=(0, 1))
     ap.add_argument("--report", action="store_true", help="only print the table of rows.jsonl")
+    ap.add_argument("--markdown", action="store_true", help="the table as Markdown")
     args = ap.parse_args()
     rows_file = Path(args.out) / "rows.jsonl"
     if not args.report:
@@ -187,7 +195,7 @@ def main() -> None:
                         seeds=tuple(args.seeds) if args.seeds else suite.seeds)
         rows_file.parent.mkdir(parents=True, exist_ok=True)
         run(args, suite, rows_file)
-    report(rows_file)
+    report(rows_file, args.markdown)
 
 
 if __name__ == "__main__":
