@@ -2,9 +2,12 @@
 
 Layout of the cache folder (``--cache-dir``, ``$FMBENCH_CACHE`` or ``~/.cache/fmbench``)::
 
-    models/<model_key>.pt        trained weights (EMA weights when EMA is on) and training record
-    checkpoints/<model_key>.pt   a training checkpoint while the model trains (resumed from)
-    locks/<model_key>.lock       held while a process loads-or-trains that model
+    models/<entry>.pt        trained weights (EMA weights when EMA is on) and training record
+    checkpoints/<entry>.pt   a training checkpoint while the model trains (resumed from)
+    locks/<entry>.lock       held while a process loads-or-trains that model
+
+``<entry>`` is the model key, with the digest of the training images appended for image tasks
+(:func:`entry_name`).
     features/                    cached Inception features of datasets (image metrics)
 
 The cache may be shared by runs, workers and cluster jobs: a process takes the model's lock

@@ -16,6 +16,7 @@ registry lookup or an object attribute, or is third-party code (whose version is
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import inspect
 import types
@@ -29,8 +30,23 @@ def _top(module_name: str | None) -> str:
 
 
 def _is_simple(v) -> bool:
-    return isinstance(v, _SIMPLE) or (isinstance(v, (tuple, frozenset))
+    """Plain data: numbers, strings, and tuples, lists, sets and dicts of plain data."""
+    if isinstance(v, dict):
+        return all(_is_simple(k) and _is_simple(x) for k, x in v.items())
+    return isinstance(v, _SIMPLE) or (isinstance(v, (tuple, list, set, frozenset))
                                       and all(_is_simple(x) for x in v))
+
+
+def _canonical(v) -> str:
+    """Plain data as text that does not depend on hash randomisation (sets and dicts sorted)."""
+    if isinstance(v, dict):
+        return "{" + ", ".join(sorted(f"{_canonical(k)}: {_canonical(x)}"
+                                      for k, x in v.items())) + "}"
+    if isinstance(v, (set, frozenset)):
+        return "{" + ", ".join(sorted(_canonical(x) for x in v)) + "}"
+    if isinstance(v, (tuple, list)):
+        return f"{type(v).__name__}(" + ", ".join(_canonical(x) for x in v) + ")"
+    return repr(v)
 
 
 def _source(obj) -> str:
@@ -56,7 +72,8 @@ def _codes(code: types.CodeType):
 
 def _generated(fn: types.FunctionType) -> bool:
     """A method a dataclass generated (its effect follows from the class's own source)."""
-    return "__create_fn__" in getattr(fn, "__wrapped__", fn).__qualname__
+    code = getattr(fn, "__wrapped__", fn).__code__
+    return "__create_fn__" in getattr(code, "co_qualname", code.co_name)
 
 
 def _functions_of(obj) -> list:
@@ -89,12 +106,13 @@ class _Walk:
             if dataclasses.is_dataclass(obj):
                 for f in dataclasses.fields(obj):
                     v = getattr(obj, f.name)
-                    if isinstance(v, (type, types.FunctionType)) and self.is_own(v):
+                    if isinstance(v, (type, types.FunctionType)):
+                        self.own.add(_top(v.__module__))  # a plug-in's record: its code is own
                         self.visit(v)
             return
         self.parts.append(f"{obj.__module__}.{obj.__qualname__}\n{_source(obj)}")
         if isinstance(obj, type):
-            self.parts += [f"{obj.__qualname__}.{k} = {v!r}" for k, v in vars(obj).items()
+            self.parts += [f"{obj.__qualname__}.{k} = {_canonical(v)}" for k, v in vars(obj).items()
                            if _is_simple(v) and not k.startswith("__")]
             for base in obj.__mro__[1:]:
                 if self.is_own(base):
@@ -109,6 +127,10 @@ class _Walk:
         scopes = [fn.__globals__]
         scopes += [v for v in fn.__globals__.values()
                    if isinstance(v, types.ModuleType) and _top(v.__name__) in self.own]
+        for i, d in enumerate(fn.__defaults__ or ()):
+            self.value(f"<default {i} of {fn.__qualname__}>", d)
+        for k, d in sorted((fn.__kwdefaults__ or {}).items()):
+            self.value(f"<default {k} of {fn.__qualname__}>", d)
         for cell in fn.__closure__ or ():
             try:
                 self.value(f"<closure of {fn.__qualname__}>", cell.cell_contents)
@@ -121,19 +143,27 @@ class _Walk:
                     self.value(name, space[name])
 
     def value(self, name: str, v) -> None:
-        if isinstance(v, (type, types.FunctionType)) and self.is_own(v):
+        if isinstance(v, functools.partial):
+            self.value(f"<partial {name}>", v.func)
+            for i, a in enumerate(v.args):
+                self.value(f"<partial {name} argument {i}>", a)
+            for k, a in sorted(v.keywords.items()):
+                self.value(f"<partial {name} argument {k}>", a)
+        elif isinstance(v, (type, types.FunctionType)) and self.is_own(v):
             self.visit(v)
         elif _is_simple(v):
-            self.parts.append(f"{name} = {v!r}")
+            self.parts.append(f"{name} = {_canonical(v)}")
 
 
 def _walked(obj) -> tuple[object, str, tuple[str, ...]]:
     memo = _MEMO.get(id(obj))
     if memo is None or memo[0] is not obj:
-        mod = obj.__module__ if isinstance(obj, (type, types.FunctionType)) else \
-            type(obj).__module__
+        inner = obj.func if isinstance(obj, functools.partial) else obj
+        mod = inner.__module__ if isinstance(inner, (type, types.FunctionType)) else \
+            type(inner).__module__
         walk = _Walk({"fmbench", _top(mod)})
-        walk.visit(obj)
+        walk.value(f"<root {type(obj).__name__}>", obj) if isinstance(obj, functools.partial) \
+            else walk.visit(obj)
         parts = sorted(set(walk.parts))
         memo = _MEMO[id(obj)] = (obj, hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16],
                                  tuple(p.split("\n", 1)[0] for p in parts))

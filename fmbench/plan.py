@@ -36,13 +36,13 @@ def training_components(suite: Suite, task: Task, path: GaussianPath) -> tuple:
     """What defines a trained model of (task, path) as code: the training loop and initial
     weights, the path's class, its coupling, the model kind and the task's data components
     (:meth:`fmbench.tasks.TaskData.components`)."""
-    from fmbench.cache import new_model
+    from fmbench.cache import trained_model
     from fmbench.models import MODELS
     from fmbench.paths.couplings import COUPLINGS
     from fmbench.tasks import kind_of
-    from fmbench.train import train
 
-    return (new_model, train, type(path), COUPLINGS.get(path.coupling),
+    # trained_model reaches the initial weights, the coupling's construction and the loop
+    return (trained_model, type(path), COUPLINGS.get(path.coupling),
             MODELS.get(suite.model.kind), *kind_of(task.target).components(task))
 
 

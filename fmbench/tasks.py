@@ -212,7 +212,9 @@ class ImageData(TaskData):
 
     def content_digest(self) -> str:
         if self._content_digest is None:  # ~0.4 s for CIFAR-10's training split
-            self._content_digest = digest(self.train_images.contiguous().numpy().tobytes())
+            x = self.train_images
+            self._content_digest = digest(f"{tuple(x.shape)} {x.dtype}".encode()
+                                          + x.contiguous().numpy().tobytes())
         return self._content_digest
 
     def target(self):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import textwrap
 
@@ -17,6 +18,7 @@ import torch
 from fmbench.paths.schedules import ICFMPath
 
 SCALE = {scale}
+TABLE = {{"a": {scale}, "b": 1}}
 
 
 def _helper(x):
@@ -25,6 +27,18 @@ def _helper(x):
 
 def ring(n, generator):
     return _helper(torch.randn(n, 2, generator=generator))
+
+
+def with_default(n, generator, scale=SCALE):
+    return scale * torch.randn(n, 2, generator=generator)
+
+
+def with_table(n, generator):
+    return TABLE["a"] * torch.randn(n, 2, generator=generator)
+
+
+def build(cfg, shape):
+    return Net()
 
 
 def unrelated(n, generator):
@@ -64,10 +78,41 @@ def test_plugin_code_changes_the_digest_only_where_it_is_used(tmp_path):
     assert key(_plugin(tmp_path, "unrelated", unrelated=3)) == base
     assert key(_plugin(tmp_path, "helper_const", scale=3.0)) != base  # a constant it reads
     assert key(_plugin(tmp_path, "model", net=2.0)) != base  # the plug-in model's code
+    for f in ("with_default", "with_table"):  # a default argument, a dict constant
+        assert code_digest(getattr(_plugin(tmp_path, f"{f}0"), f)) != code_digest(
+            getattr(_plugin(tmp_path, f"{f}1", scale=3.0), f)), f
+    part = [code_digest(functools.partial(_plugin(tmp_path, f"partial{i}", scale=s).ring))
+            for i, s in enumerate((2.0, 2.0, 3.0))]
+    assert part[0] == part[1] != part[2]
     mod = _plugin(tmp_path, "parts")
     parts = code_parts(mod.ring)
     assert "plugmod._helper" in parts and "SCALE = 2.0" in parts
     assert "plugmod.unrelated" not in parts
+
+
+def test_a_plugin_model_kind_is_hashed_through_its_record(tmp_path):
+    """The record's type is fmbench's (ModelKind); its functions are the plug-in's code."""
+    from fmbench.models import MLPConfig, ModelKind
+
+    def kind(name, net):
+        return code_digest(ModelKind(MLPConfig, _plugin(tmp_path, name, net=net).build))
+
+    assert kind("k0", 1.0) == kind("k1", 1.0) != kind("k2", 2.0)
+    assert "plugmod.Net" in code_parts(ModelKind(MLPConfig, _plugin(tmp_path, "k3").build))
+
+
+def test_digests_do_not_depend_on_hash_randomisation(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("from fmbench import plan; from fmbench.suite import load_suite; "
+            f"s = load_suite({str(tmp_path / 's.toml')!r}); "
+            "print([plan.model_key(s, t, p, 0) for t in s.tasks for p in s.paths])")
+    _suite(tmp_path, TOY)
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env={**__import__("os").environ, "PYTHONHASHSEED": str(h)},
+                           check=True).stdout for h in (1, 2)}
+    assert len(outs) == 1
 
 
 def _suite(tmp_path, body, name="s.toml"):
