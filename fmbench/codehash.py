@@ -162,8 +162,10 @@ def _walked(obj) -> tuple[object, str, tuple[str, ...]]:
         mod = inner.__module__ if isinstance(inner, (type, types.FunctionType)) else \
             type(inner).__module__
         walk = _Walk({"fmbench", _top(mod)})
-        walk.value(f"<root {type(obj).__name__}>", obj) if isinstance(obj, functools.partial) \
-            else walk.visit(obj)
+        if isinstance(obj, functools.partial):
+            walk.value("<root>", obj)
+        else:
+            walk.visit(obj)
         parts = sorted(set(walk.parts))
         memo = _MEMO[id(obj)] = (obj, hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16],
                                  tuple(p.split("\n", 1)[0] for p in parts))
