@@ -15,25 +15,38 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-LIST_KINDS = ("paths", "couplings", "solvers", "metrics", "datasets")
+LIST_KINDS = ("paths", "couplings", "solvers", "metrics", "datasets", "models", "executors",
+              "plugins")
 
 
 def _registries():
     from fmbench.data import DATASETS
+    from fmbench.executors import EXECUTORS
+    from fmbench.image_tasks import IMAGE_DATASETS
     from fmbench.metrics import METRICS
+    from fmbench.models import MODELS
     from fmbench.paths import COUPLINGS, PATHS
+    from fmbench.plugins import load_plugins
     from fmbench.solvers import SOLVERS
 
-    return {"paths": PATHS, "couplings": COUPLINGS, "solvers": SOLVERS, "metrics": METRICS,
-            "datasets": DATASETS}
+    load_plugins()
+    return {"paths": [PATHS], "couplings": [COUPLINGS], "solvers": [SOLVERS],
+            "metrics": [METRICS], "datasets": [DATASETS, IMAGE_DATASETS], "models": [MODELS],
+            "executors": [EXECUTORS]}
 
 
-def _describe(kind: str, name: str, obj) -> tuple[str, str]:
+def _first_line(obj) -> str:
     import inspect
+
+    return (inspect.getdoc(obj) or "").split("\n\n")[0].replace("\n", " ")
+
+
+def _describe(kind: str, reg, obj) -> tuple[str, str]:
+    from dataclasses import fields
 
     if kind == "paths":
         params = ", ".join(f"{k}={v!r}" for k, v in obj().params().items())
-        return params, (inspect.getdoc(obj) or "").split("\n")[0]
+        return params, _first_line(obj)
     if kind == "solvers":
         extra = "adaptive (rtol, atol)" if obj.adaptive else f"{obj.evals_per_step} eval/step"
         return extra, obj.description
@@ -42,20 +55,42 @@ def _describe(kind: str, name: str, obj) -> tuple[str, str]:
         kind_ = {"score": "ranked", "floor": "noise floor", "info": "not ranked"}[obj.role]
         per = "per draw" if obj.per_draw else "per model"
         return f"unit {obj.unit or '-'}; {direction}; {kind_}; {per}", obj.description
-    doc = inspect.getdoc(obj) or ""
-    return "", doc.split("\n")[0]
+    if kind == "datasets" and reg.kind == "image dataset":
+        opts = ", ".join(f"{k}={'(required)' if d is None else repr(d)}"
+                         for k, (_, d) in obj.options.items())
+        return f"image; {opts}", obj.description
+    if kind in ("models", "executors"):
+        cfg = obj.config if kind == "models" else obj.options
+        return (", ".join(f"{f.name}={f.default!r}" for f in fields(cfg)),
+                obj.description or _first_line(obj))
+    return ("2D" if kind == "datasets" else ""), _first_line(obj)
+
+
+def _plugin_table():
+    from fmbench.plugins import GROUP, load_plugins
+
+    table = Table(title=f"plugins (entry points in the group {GROUP!r})")
+    for col in ("name", "entry point", "distribution", "status"):
+        table.add_column(col, overflow="fold")
+    for p in load_plugins().values():
+        status = "loaded" if p.ok else f"[red]failed[/]: {p.error}"
+        table.add_row(p.name, p.value, f"{p.distribution} {p.version}", status)
+    return table
 
 
 def cmd_list(args, console: Console) -> int:
     regs = _registries()
     kinds = [args.kind] if args.kind else list(LIST_KINDS)
     for kind in kinds:
+        if kind == "plugins":
+            console.print(_plugin_table())
+            continue
         table = Table(title=kind)
-        table.add_column("name")
-        table.add_column("parameters / properties")
-        table.add_column("description")
-        for name, obj in regs[kind].items():
-            table.add_row(name, *_describe(kind, name, obj))
+        for col in ("name", "parameters / properties", "description", "origin"):
+            table.add_column(col, overflow="fold")
+        for reg in regs[kind]:
+            for name, obj in reg.items():
+                table.add_row(name, *_describe(kind, reg, obj), reg.origin(name))
         console.print(table)
     return 0
 

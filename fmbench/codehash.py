@@ -101,14 +101,8 @@ class _Walk:
         if id(obj) in self.seen:
             return
         self.seen.add(id(obj))
-        if not isinstance(obj, (type, types.FunctionType)):  # a record: its type and fields
-            self.visit(type(obj))
-            if dataclasses.is_dataclass(obj):
-                for f in dataclasses.fields(obj):
-                    v = getattr(obj, f.name)
-                    if isinstance(v, (type, types.FunctionType)):
-                        self.own.add(_top(v.__module__))  # a plug-in's record: its code is own
-                        self.visit(v)
+        if not isinstance(obj, (type, types.FunctionType)):  # a record
+            self.record(obj)
             return
         self.parts.append(f"{obj.__module__}.{obj.__qualname__}\n{_source(obj)}")
         if isinstance(obj, type):
@@ -121,6 +115,22 @@ class _Walk:
                 self.visit(fn)  # source is not found when its module is not in sys.modules
             return
         self.references(obj)
+
+    def record(self, obj) -> None:
+        """A dataclass record (a ``ModelKind``) by what it runs: its type's own methods and the
+        functions and classes in its fields (their packages count as own: a plug-in's record),
+        not its list of fields, so a new field of the record type keeps every key. Another
+        object: its type."""
+        if not dataclasses.is_dataclass(obj):
+            self.visit(type(obj))
+            return
+        for fn in _functions_of(type(obj)):
+            self.visit(fn)
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name)
+            if isinstance(v, (type, types.FunctionType)):
+                self.own.add(_top(v.__module__))
+                self.visit(v)
 
     def references(self, fn: types.FunctionType) -> None:
         names = {n for code in _codes(fn.__code__) for n in code.co_names}

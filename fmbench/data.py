@@ -38,11 +38,13 @@ def _f32(x) -> torch.Tensor:
 
 @DATASETS.register("gaussian")
 def gaussian(n: int, generator: torch.Generator) -> torch.Tensor:
+    """Standard normal N(0, I) in 2D (the usual source)."""
     return torch.randn(n, 2, generator=generator)
 
 
 @DATASETS.register("8gaussians")
 def eight_gaussians(n: int, generator: torch.Generator) -> torch.Tensor:
+    """Eight Gaussians (std 0.1^0.25 ≈ 0.56) centred on a circle of radius 5 (Tong et al.)."""
     k = torch.randint(0, 8, (n,), generator=generator).float()
     centres = 5.0 * torch.stack([torch.cos(k * math.pi / 4), torch.sin(k * math.pi / 4)], 1)
     return centres + 0.1**0.25 * torch.randn(n, 2, generator=generator)
@@ -50,18 +52,21 @@ def eight_gaussians(n: int, generator: torch.Generator) -> torch.Tensor:
 
 @DATASETS.register("moons")
 def moons(n: int, generator: torch.Generator) -> torch.Tensor:
+    """scikit-learn's two moons, noise 0.2, scaled by 3 and shifted by −1 (Tong et al.)."""
     x, _ = skd.make_moons(n, noise=0.2, random_state=_np_seed(generator))
     return _f32(x * 3 - 1)
 
 
 @DATASETS.register("scurve")
 def scurve(n: int, generator: torch.Generator) -> torch.Tensor:
+    """scikit-learn's S-curve (noise 0.05), its (x, z) coordinates scaled by 1.5."""
     x, _ = skd.make_s_curve(n, noise=0.05, random_state=_np_seed(generator))
     return _f32(x[:, [0, 2]] * 1.5)
 
 
 @DATASETS.register("checkerboard")
 def checkerboard(n: int, generator: torch.Generator) -> torch.Tensor:
+    """Uniform on the dark squares of a 4×4 checkerboard over [−4, 4]²."""
     x1 = torch.rand(n, generator=generator) * 4 - 2
     x2 = torch.rand(n, generator=generator) - torch.randint(0, 2, (n,), generator=generator) * 2.0
     x2 = x2 + torch.floor(x1) % 2
@@ -70,12 +75,14 @@ def checkerboard(n: int, generator: torch.Generator) -> torch.Tensor:
 
 @DATASETS.register("swissroll")
 def swissroll(n: int, generator: torch.Generator) -> torch.Tensor:
+    """scikit-learn's Swiss roll (noise 1), its (x, z) coordinates divided by 5."""
     x, _ = skd.make_swiss_roll(n, noise=1.0, random_state=_np_seed(generator))
     return _f32(x[:, [0, 2]] / 5.0)
 
 
 @DATASETS.register("circles")
 def circles(n: int, generator: torch.Generator) -> torch.Tensor:
+    """scikit-learn's two concentric circles (factor 0.5, noise 0.08), scaled by 3."""
     x, _ = skd.make_circles(n, factor=0.5, noise=0.08, random_state=_np_seed(generator))
     return _f32(x * 3)
 

@@ -77,10 +77,14 @@ class ModelKind:
     build: Callable[[Any, tuple[int, ...]], nn.Module]
     presets: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    data: tuple[str, ...] = ("points",)  # the kinds of task data it can model (TaskData.kind)
+    # a model read from a file instead of trained: load(settings, data shape, device) →
+    # (v(x, t), facts for the rows such as the file's sha256); None: trained by fmbench
+    load: Callable[[Any, tuple[int, ...], Any], tuple[nn.Module, dict]] | None = None
 
 
-# model kinds: suite.py binds [model] to the kind's config; tasks say which kinds can learn their
-# data (fmbench.tasks)
+# model kinds: suite.py binds [model] to the kind's config and checks that the kind models each
+# task's kind of data
 MODELS: Registry[ModelKind] = Registry("model kind")
 
 
@@ -95,7 +99,7 @@ def _unet(cfg: UNetConfig, shape: tuple[int, ...]) -> nn.Module:
 MODELS.register("mlp")(ModelKind(MLPConfig, _mlp,
                                  description="MLP on (x, t) for low-dimensional data"))
 MODELS.register("unet")(ModelKind(UNetConfig, _unet, UNET_PRESETS,
-                                  description="ADM-style U-Net for images"))
+                                  description="ADM-style U-Net for images", data=("image",)))
 
 DEFAULT_KIND = "mlp"
 

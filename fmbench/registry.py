@@ -1,17 +1,45 @@
 """One generic registry: register by decorator, look up by name, did-you-mean errors.
 
-Every pluggable kind of object in fmbench (paths, couplings, solvers, metrics, datasets) lives in a
-:class:`Registry`. Registering the same name twice is an error; looking up an unknown name raises
-:class:`UnknownNameError` whose message lists the closest known names.
+Every pluggable kind of object in fmbench (paths, couplings, solvers, metrics, datasets, model
+kinds) lives in a :class:`Registry`. Registering the same name twice is an error; looking up an
+unknown name raises :class:`UnknownNameError` whose message lists the closest known names. Each
+entry remembers its origin: ``built-in``, the plug-in distribution whose entry point registered it
+(fmbench.plugins), or the module that did. A lookup that misses loads the installed plug-ins once
+and looks again, so a worker process that never parsed the suite still finds plug-in components.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import difflib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+BUILT_IN = "built-in"
+_ORIGIN: contextvars.ContextVar[str | None] = contextvars.ContextVar("fmbench_origin", default=None)
+
+
+@contextlib.contextmanager
+def registering_as(origin: str):
+    """Registrations inside this block are credited to ``origin`` (a plug-in's distribution)."""
+    token = _ORIGIN.set(origin)
+    try:
+        yield
+    finally:
+        _ORIGIN.reset(token)
+
+
+def _origin_of(obj) -> str:
+    explicit = _ORIGIN.get()
+    if explicit:
+        return explicit
+    module = getattr(obj, "__module__", None) or ""
+    if not isinstance(obj, type) and not callable(obj):  # a record: where its functions live
+        funcs = [v for v in vars(obj).values() if callable(v)] if hasattr(obj, "__dict__") else []
+        module = getattr(funcs[0], "__module__", module) if funcs else module
+    return BUILT_IN if module.split(".")[0] == "fmbench" else f"module {module or '?'}"
 
 
 class UnknownNameError(KeyError):
@@ -34,28 +62,44 @@ class Registry(Generic[T]):
     def __init__(self, kind: str):
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._origins: dict[str, str] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator: ``@REG.register("name")`` adds the decorated object under ``name``."""
 
         def deco(obj: T) -> T:
             if name in self._items:
-                raise ValueError(f"{self.kind} {name!r} is already registered")
+                raise ValueError(f"{self.kind} {name!r} is already registered "
+                                 f"(by {self._origins[name]})")
             self._items[name] = obj
+            self._origins[name] = _origin_of(obj)
             return obj
 
         return deco
 
     def get(self, name: str) -> T:
+        if name not in self._items:
+            from fmbench.plugins import load_plugins
+
+            load_plugins()  # once per process; a no-op afterwards (and while loading)
         try:
             return self._items[name]
         except KeyError:
             raise UnknownNameError(self.kind, name, self.names()) from None
 
+    def origin(self, name: str) -> str:
+        """``built-in``, ``plugin <distribution>`` or ``module <name>``: who registered it."""
+        self.get(name)
+        return self._origins[name]
+
     def names(self) -> list[str]:
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
+        if name not in self._items and isinstance(name, str):
+            from fmbench.plugins import load_plugins
+
+            load_plugins()
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:

@@ -70,6 +70,8 @@ def git_commit(cwd: str | None = None) -> dict:
 def environment() -> dict:
     import torch
 
+    from fmbench.plugins import records as plugin_records
+
     versions = {}
     for pkg in ("fmbench", "torch", "torchdiffeq", "POT", "numpy", "scipy", "scikit-learn",
                 "pandas"):
@@ -84,6 +86,7 @@ def environment() -> dict:
     return {
         "versions": versions, "python": platform.python_version(), "platform": platform.platform(),
         "cpu_count": os.cpu_count(), "gpus": gpus, "torch_threads": torch.get_num_threads(),
+        "plugins": plugin_records(),
     }
 
 

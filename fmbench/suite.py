@@ -22,6 +22,7 @@ from fmbench.models import DEFAULT_KIND, MODELS, ModelConfig
 from fmbench.paths.couplings import COUPLINGS
 from fmbench.paths.schedules import PATHS, GaussianPath
 from fmbench.plan import Case
+from fmbench.plugins import load_plugins, missing
 from fmbench.solvers import SOLVERS, SolverSpec
 from fmbench.tasks import kind_of
 from fmbench.train import TrainConfig
@@ -92,6 +93,7 @@ class Suite:
     raw: dict = field(compare=False, hash=False, repr=False, default_factory=dict)
     check: CheckSettings = field(compare=False, hash=False, default_factory=CheckSettings)
     executor: ExecutorConfig = field(compare=False, default_factory=ExecutorConfig)
+    plugins: tuple[str, ...] = field(compare=False, default=())  # required (fmbench.plugins)
 
     def skipped(self) -> list[str]:
         """Task × path combinations left out of the grid, with the reason."""
@@ -227,8 +229,10 @@ def parse_suite(data: dict, file: str = "<suite>") -> Suite:
 def _parse_suite(data: dict, file: str) -> Suite:
     v = Validator(file)
     v.table(data, "", SUITE_KEYS, {"suite", "task", "path", "solver"})
-    s = v.table(data["suite"], "suite", {"name", "description", "seeds", "data_seed"}, {"name"})
+    s = v.table(data["suite"], "suite", {"name", "description", "seeds", "data_seed", "plugins"},
+                {"name"})
     name = v.suite_name(s["name"], "suite.name")
+    plugins = _require_plugins(v, s.get("plugins", []))
     seeds = tuple(v.scalar(x, "suite.seeds", int, 0, SEED_MAX)
                   for x in v.list_of(s.get("seeds", [0]), "suite.seeds", allow_scalar=False))
     if len(set(seeds)) != len(seeds):
@@ -236,9 +240,11 @@ def _parse_suite(data: dict, file: str) -> Suite:
     tasks = _build_tasks(v, data["task"])
     model = _build_model(v, data.get("model", {}))
     for i, t in enumerate(tasks):
-        kinds = kind_of(t.target).model_kinds
-        if model.kind not in kinds:
-            raise v.err("model.kind", f"task[{i}] ({t.name}) needs kind = "
+        what = kind_of(t.target).kind
+        if what not in MODELS.get(model.kind).data:
+            kinds = [k for k, d in MODELS.items() if what in d.data]
+            raise v.err("model.kind", f"task[{i}] ({t.name}) has {what} data, which "
+                                      f"{model.kind!r} models do not take: kind = "
                                       f"{' or '.join(map(repr, kinds))}")
     training = _build_training(v, data.get("training", {}))
     paths = [_build_path(v, p, f"path[{i}]") for i, p in enumerate(v.tables(data["path"], "path"))]
@@ -257,11 +263,23 @@ def _parse_suite(data: dict, file: str) -> Suite:
                                         SEED_MAX),
         tasks=tuple(tasks), model=model, training=training, paths=tuple(paths),
         solvers=tuple(solvers), metrics=metrics, raw=data,
-        executor=_build_executor(v, data.get("executor", {})),
+        executor=_build_executor(v, data.get("executor", {})), plugins=plugins,
     )
     if not suite.cases():
         raise v.err("path", "no case left: every path needs a Gaussian source and no task has one")
     return suite
+
+
+def _require_plugins(v: Validator, value) -> tuple[str, ...]:
+    """[suite] plugins: entry-point names (fmbench.plugins) that must be installed and load."""
+    names = tuple(v.scalar(n, "suite.plugins", str)
+                  for n in (v.list_of(value, "suite.plugins", allow_scalar=False)
+                            if value != [] else []))
+    load_plugins()  # every installed plug-in registers before the suite's names are checked
+    problems = missing(names)
+    if problems:
+        raise v.err("suite.plugins", "; ".join(problems))
+    return names
 
 
 def _build_tasks(v: Validator, value) -> list[Task]:

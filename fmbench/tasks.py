@@ -96,7 +96,6 @@ class TaskData:
     """A loaded task: training samplers and evaluation inputs (see the module docstring)."""
 
     kind: ClassVar[str]
-    model_kinds: ClassVar[tuple[str, ...]]  # model kinds that can learn this kind of data
     default_eval_draws: ClassVar[int]  # evaluation draws when the suite says eval_draws = 0
     keeps_trajectories: ClassVar[int] = 0  # trajectories saved per case (for report plots)
     uses_gpu: ClassVar[bool] = False  # trained and evaluated on a GPU when there is one
@@ -158,7 +157,6 @@ class TaskData:
 
 class PointData(TaskData):
     kind = "points"
-    model_kinds = ("mlp",)
     keeps_trajectories = 64
     default_eval_draws = 5  # README "Uncertainty": CI widths and costs by R
 
@@ -191,7 +189,6 @@ class PointData(TaskData):
 
 class ImageData(TaskData):
     kind = "image"
-    model_kinds = ("unet",)
     uses_gpu = True
     default_eval_draws = 3  # R generated sets give FID/KID their evaluation standard error
 

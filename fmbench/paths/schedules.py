@@ -152,6 +152,12 @@ def _register(name: str):
     return deco
 
 
+def register_path(name: str):
+    """Class decorator registering a :class:`GaussianPath` subclass (a frozen dataclass) under
+    ``name``: what suites write as ``[[path]] name``. The built-ins use it too (as ``_register``)."""
+    return _register(name)
+
+
 @_register("fm-ot")
 @dataclass(frozen=True)
 class FMOTPath(GaussianPath):
