@@ -59,6 +59,8 @@ def _describe(kind: str, reg, obj) -> tuple[str, str]:
         opts = ", ".join(f"{k}={'(required)' if d is None else repr(d)}"
                          for k, (_, d) in obj.options.items())
         return f"image; {opts}", obj.description
+    if kind == "couplings":
+        return ", ".join(f"{f.name}={f.default!r}" for f in fields(obj)), _first_line(obj)
     if kind in ("models", "executors"):
         cfg = obj.config if kind == "models" else obj.options
         return (", ".join(f"{f.name}={f.default!r}" for f in fields(cfg)),
