@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import tomllib
 from pathlib import Path
 
 from rich.console import Console
@@ -113,9 +114,7 @@ def cmd_validate(args, console: Console) -> int:
 
 
 def cmd_run(args, console: Console) -> int:
-    from rich.markup import escape
-
-    from fmbench.runner import RunError, run_suite, summary_table
+    from fmbench.runner import RunError, run_suite
     from fmbench.suite import load_suite
 
     suite = load_suite(args.suite)
@@ -125,6 +124,15 @@ def cmd_run(args, console: Console) -> int:
     table = run_suite(suite, out, resume=args.resume, cache_dir=args.cache_dir,
                       console=_ERR, overwrite=args.overwrite, force=args.force,
                       executor=_executor(args, suite))
+    return _print_run(suite, out, table, console)
+
+
+def _print_run(suite, out: Path, table, console: Console) -> int:
+    """The summary table, where the results are, and the failures; the exit code."""
+    from rich.markup import escape
+
+    from fmbench.runner import summary_table
+
     df = table[table["case_id"].isin({c.case_id for c in suite.cases()})]
     if (df["status"] == "ok").any():
         console.print(summary_table(df, title=f"{suite.name}: {len(suite.seeds)} seed(s)"))
@@ -142,6 +150,29 @@ def cmd_run(args, console: Console) -> int:
                           highlight=False)
         return 1
     return 0
+
+
+def cmd_eval(args, console: Console) -> int:
+    """A suite of one checkpoint (fmbench.evalsuite), written to OUT/suite.toml, then run."""
+    from fmbench.evalsuite import eval_suite_toml
+    from fmbench.runner import run_suite
+    from fmbench.suite import load_suite, parse_suite
+    from fmbench.validation import SuiteError
+
+    text = eval_suite_toml(args)
+    suite = parse_suite(tomllib.loads(text), "fmbench eval")
+    out = Path(args.out) if args.out else Path("results") / suite.name
+    table = run_suite(suite, out, resume=args.resume, console=_ERR, overwrite=args.overwrite)
+    from fmbench.storage import atomic_write_text
+
+    atomic_write_text(out / "suite.toml", text)
+    try:
+        load_suite(out / "suite.toml")
+    except SuiteError as e:  # a bug in the writer: say so, the results stand
+        console.print(f"[yellow]warning:[/] {out}/suite.toml does not read back: {e}")
+    console.print(f"suite: {out}/suite.toml (fmbench run {out}/suite.toml --out {out} "
+                  "--resume reruns it)", highlight=False)
+    return _print_run(suite, out, table, console)
 
 
 def _executor(args, suite):
@@ -298,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fmbench", description="Benchmark flow-matching models.")
     sub = p.add_subparsers(dest="command", required=True)
     _add_run(sub)
+    _add_eval(sub)
     v = sub.add_parser("validate", help="check a suite file and show its grid")
     v.add_argument("suite")
     fw = sub.add_parser("fid-weights", help="build torch-fidelity's Inception weights offline "
@@ -353,6 +385,59 @@ def _add_run(sub) -> None:
                     help="ray: join this cluster (e.g. auto); default: start a local one")
 
 
+def _add_eval(sub) -> None:
+    from fmbench.checkpoints import ARGUMENTS, FORMATS, PREDICTIONS, TIMES
+
+    e = sub.add_parser(
+        "eval", help="score a model trained elsewhere (a suite of one checkpoint)",
+        description="Score a checkpoint like a trained model: the options become a suite of one "
+                    "model (kind = \"checkpoint\"), written to OUT/suite.toml and run. Exit "
+                    "codes: 0 ok, 1 a case failed, 2 unusable input.",
+        epilog="example: fmbench eval otcfm_cifar10_weights_step_400000.pt --format torchcfm "
+               "--target cifar10 --root data/cifar-10-python.tar.gz --path otcfm "
+               "--path-param sigma=0.0 --solver dopri5:1e-5 --solver euler:100 --metrics fid "
+               "--n-eval 50000")
+    e.add_argument("checkpoint", help="the model file")
+    e.add_argument("--format", choices=FORMATS, default="torchscript",
+                   help="how the file holds the network (default torchscript)")
+    e.add_argument("--target", required=True, help="the task's data: a 2D dataset or an image "
+                                                   "dataset (fmbench list datasets)")
+    e.add_argument("--source", help="the source (default gaussian)")
+    e.add_argument("--root", help="image datasets: the data's file or folder")
+    e.add_argument("--task-option", action="append", metavar="KEY=VALUE",
+                   help="another [[task]] option (n_train=…, test=…); repeatable")
+    e.add_argument("--key", help="the entry of the file that holds the weights")
+    e.add_argument("--network", metavar="KIND", help="the network's model kind (state-dict; "
+                                                     "torchcfm: torchcfm-unet)")
+    e.add_argument("--network-setting", action="append", metavar="KEY=VALUE",
+                   help="a setting of the network ([model.network]); repeatable")
+    e.add_argument("--time", choices=TIMES, help="which end of time the data is at "
+                                                 "(default data-at-1: fmbench, TorchCFM)")
+    e.add_argument("--time-scale", type=float, help="the network is called with t·SCALE")
+    e.add_argument("--prediction", choices=PREDICTIONS, help="what the network predicts "
+                                                             "(noise: give --path-param "
+                                                             "objective=noise)")
+    e.add_argument("--arguments", choices=ARGUMENTS, help="torchscript: argument order")
+    e.add_argument("--sha256", help="the file's expected sha256 (refused when it differs)")
+    e.add_argument("--path", default="icfm", help="the path the model was trained on (default "
+                                                  "icfm; fmbench list paths)")
+    e.add_argument("--path-param", action="append", metavar="KEY=VALUE",
+                   help="a parameter of the path (sigma=0.0); repeatable")
+    e.add_argument("--solver", action="append", metavar="SPEC",
+                   help="NAME:STEPS (euler:100), NAME (dopri5) or NAME:TOL (dopri5:1e-5); "
+                        "repeatable (default dopri5)")
+    e.add_argument("--metrics", help="comma-separated (default: w2,npe,nfe,sample_time for 2D "
+                                     "data, fid,nfe,sample_time for images)")
+    e.add_argument("--n-eval", type=int, help="samples generated per evaluation draw")
+    e.add_argument("--eval-draws", type=int, help="evaluation draws")
+    e.add_argument("--metric-setting", action="append", metavar="KEY=VALUE",
+                   help="another [metrics] setting (inception_weights=…); repeatable")
+    e.add_argument("--name", help="the suite's name (default eval-<file name>)")
+    e.add_argument("--out", help="results directory (default results/<name>)")
+    e.add_argument("--overwrite", action="store_true", help="replace an earlier run in OUT")
+    e.add_argument("--resume", action="store_true", help="finish an earlier run in OUT")
+
+
 def _add_compare_and_check(sub) -> None:
     cmp_ = sub.add_parser("compare", help="classify every metric of B against A")
     cmp_.add_argument("a", help="baseline results (directory or CSV)")
@@ -400,7 +485,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"run": cmd_run, "validate": cmd_validate, "list": cmd_list,
                 "fid-weights": cmd_fid_weights, "compare": cmd_compare, "check": cmd_check,
-                "merge": cmd_merge, "report": cmd_report}[args.command](args, console)
+                "merge": cmd_merge, "report": cmd_report, "eval": cmd_eval}[args.command](
+                    args, console)
     except (SuiteError, RunError, InceptionWeightsError, ResultsError, StorageError) as e:
         err.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         return 2

@@ -304,12 +304,16 @@ def _sample_time(s: Scoring) -> dict[str, float]:
 @metric("train_time", "s", False, "wall time of training (from the model cache if reused)",
         uses_samples=False, role="info", per_draw=False)
 def _train_time(s: Scoring) -> dict[str, float]:
+    if math.isnan(s.train_time):
+        raise NotApplicable("the model was read from a file, not trained here")
     return {"train_time": float(s.train_time)}
 
 
 @metric("coupling_time", "s", False, "wall time spent computing couplings during training",
         uses_samples=False, role="info", per_draw=False)
 def _coupling_time(s: Scoring) -> dict[str, float]:
+    if math.isnan(s.coupling_time):
+        raise NotApplicable("the model was read from a file, not trained here")
     return {"coupling_time": float(s.coupling_time)}
 
 

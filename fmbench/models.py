@@ -78,9 +78,12 @@ class ModelKind:
     presets: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     data: tuple[str, ...] = ("points",)  # the kinds of task data it can model (TaskData.kind)
-    # a model read from a file instead of trained: load(settings, data shape, device) →
-    # (v(x, t), facts for the rows such as the file's sha256); None: trained by fmbench
-    load: Callable[[Any, tuple[int, ...], Any], tuple[nn.Module, dict]] | None = None
+    # a model read from a file instead of trained: load(settings, data shape, device) → v(x, t)
+    # in eval mode; None: trained by fmbench (and kept in the model cache)
+    load: Callable[[Any, tuple[int, ...], Any], nn.Module] | None = None
+    # settings completed from the files they name when the suite is read: prepare(settings, the
+    # suite's folder) → settings (a FieldError names the setting)
+    prepare: Callable[[Any, Any], Any] | None = None
 
 
 # model kinds: suite.py binds [model] to the kind's config and checks that the kind models each
@@ -124,3 +127,6 @@ class ModelConfig:
 def build_model(cfg: ModelConfig, shape: tuple[int, ...]) -> nn.Module:
     """A new network of the configured kind for data of ``shape`` (without the batch axis)."""
     return MODELS.get(cfg.kind).build(cfg.options, shape)
+
+
+import fmbench.checkpoints  # noqa: E402,F401  (registers the checkpoint and torchcfm-unet kinds)

@@ -30,7 +30,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from fmbench.schema import ROW_COLUMNS, SCHEMA_VERSION, STATUSES, BadRow, parse_row
+from fmbench.schema import (
+    OPTIONAL_COLUMNS,
+    ROW_COLUMNS,
+    SCHEMA_VERSION,
+    STATUSES,
+    BadRow,
+    parse_row,
+)
 from fmbench.storage import (
     LOCK_NAME,
     atomic_write_text,
@@ -123,8 +130,10 @@ def _case_rows(path: Path) -> list[dict]:
     if not isinstance(rows, list) or not rows:
         raise CorruptFile("no rows")
     for r in rows:
-        if not isinstance(r, dict) or set(ROW_COLUMNS) - set(r):
+        if not isinstance(r, dict) or set(ROW_COLUMNS) - set(r) - set(OPTIONAL_COLUMNS):
             raise CorruptFile("a row lacks columns")
+        for c, default in OPTIONAL_COLUMNS.items():
+            r.setdefault(c, default)
         try:
             parse_row({c: r[c] for c in ROW_COLUMNS})
         except BadRow as e:
@@ -137,7 +146,8 @@ def _case_rows(path: Path) -> list[dict]:
 HEX = "[0-9a-f]{16}"
 # files fmbench writes, per sub-folder: what --overwrite deletes (nothing else)
 OWN_FILES = {
-    ".": (r"run\.json", r"results\.csv", r"run\.json\.corrupt-.*", r"run\.log"),
+    ".": (r"run\.json", r"results\.csv", r"run\.json\.corrupt-.*", r"run\.log",
+          r"suite\.toml"),  # suite.toml: the suite fmbench eval wrote
     "cases": (rf"{HEX}\.json", rf"{HEX}\.json\.corrupt-.*"),
     "losses": (rf"{HEX}\.json",), "inflight": (rf"{HEX}\.json",),
     "samples": (r".*-seed\d+\.(npz|png)",),

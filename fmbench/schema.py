@@ -17,10 +17,12 @@ ROW_COLUMNS = [
     "path_params", "coupling", "objective", "solver", "solver_label", "solver_params", "seed",
     "draw", "n_eval", "settings", "metric", "value", "unit", "higher_is_better", "metric_version",
     "metric_params",
-    "status", "reason",
+    "status", "reason", "model",
 ]
+# columns added without a schema change: a row written before them reads with this default
+OPTIONAL_COLUMNS = {"model": "{}"}  # model: JSON, the model kind and its settings
 STATUSES = ("ok", "failed", "not_applicable")
-JSON_COLUMNS = ("path_params", "solver_params", "metric_params")
+JSON_COLUMNS = ("path_params", "solver_params", "metric_params", "model")
 INT_COLUMNS = ("schema_version", "seed", "draw", "n_eval", "metric_version")
 NON_EMPTY = ("task", "source", "target", "path", "objective", "coupling", "solver", "metric", "suite",
              "path_label", "solver_label", "status", "higher_is_better", *INT_COLUMNS)

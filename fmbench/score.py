@@ -76,6 +76,7 @@ def case_rows(suite: Suite, case: Case, draws: list[Values]) -> list[dict]:
         "solver": case.solver.method, "solver_label": case.solver.label(),
         "solver_params": json.dumps(case.solver.params(), sort_keys=True), "seed": case.seed,
         "n_eval": suite.metrics.n_eval, "settings": settings_digest(suite, case),
+        "model": json.dumps(asdict(suite.model), sort_keys=True, default=str),
     }
     rows = []
     for draw, values in enumerate(draws):

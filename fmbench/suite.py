@@ -29,6 +29,7 @@ from fmbench.train import TrainConfig
 from fmbench.validation import (
     SEED_MAX,
     STRICT_ENV,
+    FieldError,
     SuiteError,
     Validator,
     annotation_type,
@@ -202,13 +203,49 @@ def _build_image_task(v: Validator, t: dict, key: str, tgt: str) -> Task:
     return Task(name, "gaussian", tgt, tuple(sorted(opts.items())), str(base.resolve()))
 
 
-def _build_model(v: Validator, m) -> ModelConfig:
-    """[model]: ``kind`` (a registered model kind) and that kind's settings."""
-    v.table(m, "model")
-    kind = v.name(m.get("kind", DEFAULT_KIND), "model.kind", MODELS)
+def _build_model(v: Validator, m, key: str = "model") -> ModelConfig:
+    """[model]: ``kind`` (a registered model kind) and that kind's settings; a setting marked
+    ``metadata={"model": True}`` is a nested model table (a checkpoint's network), and a kind's
+    ``prepare`` completes the settings from the files they name (paths relative to the suite)."""
+    v.table(m, key)
+    kind = v.name(m.get("kind", DEFAULT_KIND), f"{key}.kind", MODELS)
     d = MODELS.get(kind)
-    return ModelConfig(kind, v.bind(d.config, m, "model", skip=frozenset({"kind"}),
-                                    presets=d.presets))
+    nested = {f.name for f in fields(d.config) if f.metadata.get("model")}
+    for name in nested & set(m):
+        v.table(m[name], f"{key}.{name}")
+    sub = {n: _build_model(v, m[n], f"{key}.{n}") for n in sorted(nested & set(m))}
+    options = v.bind(d.config, m, key, skip=frozenset({"kind", *nested}), presets=d.presets,
+                     given=sub)
+    try:
+        if d.prepare is not None:
+            options = d.prepare(options, _suite_dir(v))
+    except FieldError as e:
+        raise v.err(join_key(key, ".".join(map(str, e.path))), one_line(e.message)) from None
+    except ValueError as e:
+        raise v.err(key, one_line(e)) from None
+    return ModelConfig(kind, options)
+
+
+def _check_loaded_model(v: Validator, data: dict, model: ModelConfig, seeds: tuple,
+                        paths: list[GaussianPath]) -> None:
+    """A model read from a file is one model, not trained: no [training], one seed, and paths
+    whose objective is what the network predicts."""
+    if "training" in data:
+        raise v.err("training", f"a {model.kind} model is read from its file, not trained here: "
+                                "leave [training] out")
+    if len(seeds) != 1:
+        raise v.err("suite.seeds", f"a {model.kind} model is one trained model: give one seed "
+                                   f"(evaluation draws vary the noise), got {len(seeds)}")
+    prediction = getattr(model.options, "prediction", None)
+    for i, p in enumerate(paths):
+        if prediction is not None and p.objective != prediction:
+            raise v.err(f"path[{i}].objective", f"the model predicts {prediction} (model."
+                                                f"prediction), so the path must say objective "
+                                                f"= {prediction!r}, got {p.objective!r}")
+
+
+def _suite_dir(v: Validator) -> Path:
+    return (Path(v.file).parent if Path(v.file).is_file() else Path.cwd()).resolve()
 
 
 def parse_suite(data: dict, file: str = "<suite>") -> Suite:
@@ -256,6 +293,8 @@ def _parse_suite(data: dict, file: str) -> Suite:
     if len({sp.label() for sp in solvers}) != len(solvers):
         raise v.err("solver", "the same solver configuration is listed twice")
     metrics = _build_metrics(v, data.get("metrics", {}))
+    if MODELS.get(model.kind).load is not None:
+        _check_loaded_model(v, data, model, seeds, paths)
     suite = Suite(
         check=_build_check(v, data.get("check", {})), file=file, name=name,
         description=v.scalar(s.get("description", ""), "suite.description", str),

@@ -186,11 +186,12 @@ class Validator:
         raise self.err(key, unknown_name(registry, value))
 
     def bind(self, cls: type, table, key: str, skip: frozenset[str] = frozenset(),
-             presets: dict | None = None):
+             presets: dict | None = None, given: dict | None = None):
         """``table`` bound to the frozen dataclass ``cls``: its keys are the class's fields (plus
         ``skip``, which the caller reads, and ``preset`` when there are ``presets``), each value
         checked against its field's type (see :func:`field_type`); fields not given come from
-        the preset, else the class's defaults. The class checks the values itself (its
+        the preset, else the class's defaults; ``given``: values the caller built (nested
+        tables, read under ``skip``). The class checks the values itself (its
         ``__post_init__``): a :class:`FieldError` it raises is reported at that field's key,
         another ValueError at ``key``."""
         types = {f.name: f for f in fields(cls)}
@@ -199,7 +200,8 @@ class Validator:
         if presets and "preset" in table:
             base = presets[self.choice(table["preset"], join_key(key, "preset"), presets)]
         args = {k: self.field_value(val, join_key(key, k), types[k])
-                for k, val in table.items() if k in types}
+                for k, val in table.items() if k in types and k not in skip}
+        args.update(given or {})
         try:
             return cls(**args) if base is None else replace(base, **args)
         except FieldError as e:

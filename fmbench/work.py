@@ -12,6 +12,7 @@ machine cannot write) and interrupts propagate.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import time
@@ -25,6 +26,7 @@ from fmbench.artifacts import case_file_stem, path_label
 from fmbench.cache import trained_model
 from fmbench.generate import Generation, generate, velocity_field
 from fmbench.metrics import METRICS, Scoring, uses_samples
+from fmbench.models import MODELS
 from fmbench.plan import Case, WorkUnit
 from fmbench.results import MAX_DEATHS, ResultStore
 from fmbench.score import Values, case_rows, describe, evaluate, failed
@@ -174,15 +176,14 @@ def run_unit(job: UnitJob, unit: WorkUnit, report: Report) -> UnitOutcome:
                         report(UnitEvent(unit.key, "train", step, suite.training.steps,
                                          f"loss {loss:.4f} · {rate:,.0f} samples/s"))
 
-                model, meta, out.cached = trained_model(unit, suite, data, Path(job.cache_dir),
-                                                        on_step)
+                model, meta, out.cached = _model(job, unit, data, on_step)
                 inputs = [data.eval_inputs(suite.metrics.n_eval, suite.data_seed, first.path, r)
                           for r in range(data.eval_draws(suite.metrics.eval_draws))]
             except StorageError:
                 raise
             except Exception as e:  # noqa: BLE001 - fails this model's cases, the suite goes on
                 out.failure = describe(e)
-        if not out.failure:
+        if not out.failure and meta["losses"]:
             store.write_losses(unit.key, {"task": first.task.name,
                                           "path_label": path_label(first.path),
                                           "seed": first.seed, "losses": meta["losses"]})
@@ -198,6 +199,17 @@ def run_unit(job: UnitJob, unit: WorkUnit, report: Report) -> UnitOutcome:
         store.end_unit(unit.key)
     out.seconds = time.perf_counter() - start
     return out
+
+
+def _model(job: UnitJob, unit: WorkUnit, data: TaskData, on_step) -> tuple[object, dict, bool]:
+    """(network, record, from the cache): trained (or read from the model cache), or, for a
+    model kind that reads its model from a file, loaded as is (no training, no cache)."""
+    suite = job.suite
+    kind = MODELS.get(suite.model.kind)
+    if kind.load is None:
+        return trained_model(unit, suite, data, Path(job.cache_dir), on_step)
+    model = kind.load(suite.model.options, data.shape, data.device())
+    return model, {"losses": [], "train_time": math.nan, "coupling_time": math.nan}, False
 
 
 def score_case(job: UnitJob, case: Case, model, meta: dict, data: TaskData, inputs: list,
