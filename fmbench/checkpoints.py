@@ -189,25 +189,76 @@ def _read(cfg: CheckpointConfig, shape: tuple[int, ...], device: torch.device) -
 
 
 def load(cfg: CheckpointConfig, shape: tuple[int, ...], device: torch.device) -> nn.Module:
-    """The checkpoint as fmbench's v(x, t) in eval mode, checked on a probe batch (output shaped
-    like the data, finite)."""
+    """The checkpoint as fmbench's v(x, t) in eval mode, checked on a probe batch."""
     if Path(cfg.file).is_file() and file_sha256(Path(cfg.file)) != cfg.sha256:
         raise CheckpointError(f"{cfg.file} changed since the suite was read (sha256)")
     model = Adapted(_read(cfg, shape, device), cfg).eval()
+    check_network(model, shape, device, cfg.file)
+    return model
+
+
+def check_network(model: nn.Module, shape: tuple[int, ...], device, what: str) -> None:
+    """CheckpointError unless v(x, t) on a probe batch works, is shaped like x and is finite."""
     probe = torch.zeros(2, *shape, device=device)
     with torch.no_grad():
         try:
             out = model(probe, torch.full((2,), 0.5, device=device))
         except Exception as e:  # noqa: BLE001 - the declared call does not work
-            raise CheckpointError(f"{cfg.file}: calling the network as v(x, t) on a batch of "
+            raise CheckpointError(f"{what}: calling the network as v(x, t) on a batch of "
                                   f"shape {tuple(probe.shape)} failed: {type(e).__name__}: "
                                   f"{str(e)[:200]}") from None
     if not isinstance(out, torch.Tensor) or out.shape != probe.shape:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise CheckpointError(f"{cfg.file}: the network maps a batch of shape "
+        raise CheckpointError(f"{what}: the network maps a batch of shape "
                               f"{tuple(probe.shape)} to {got}, not to the data's shape")
     if not torch.isfinite(out).all():
-        raise CheckpointError(f"{cfg.file}: the network's output is not finite at t = 0.5")
+        raise CheckpointError(f"{what}: the network's output is not finite at t = 0.5")
+
+
+# --- in-memory: a module handed to fmbench.evaluate ---------------------------------------------
+
+_MODULES: dict[str, nn.Module] = {}  # weights digest → module, in this process
+
+
+def weights_digest(module: nn.Module) -> str:
+    """sha256 of the module's class and state dict (names, dtypes, shapes, bytes)."""
+    h = hashlib.sha256(f"{type(module).__module__}.{type(module).__qualname__}".encode())
+    for k, v in module.state_dict().items():
+        t = v.detach().cpu().contiguous()
+        h.update(f"{k}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def keep_module(module: nn.Module) -> str:
+    """Hold ``module`` for the in-memory kind; its weights digest names it."""
+    digest = weights_digest(module)
+    _MODULES[digest] = module
+    return digest
+
+
+@dataclass(frozen=True)
+class InMemoryConfig:
+    """``kind = "in-memory"``: a module handed to fmbench.evaluate (Python API only)."""
+
+    weights: str = ""  # digest of the module's class and state dict: its identity in model keys
+
+    def __post_init__(self) -> None:
+        if not self.weights:
+            raise FieldError("weights", "in-memory models come from fmbench.evaluate(module, "
+                                        "...) only; a suite file names a checkpoint instead")
+
+
+def _prepare_in_memory(cfg: InMemoryConfig, base_dir: Path) -> InMemoryConfig:
+    if cfg.weights not in _MODULES:
+        raise FieldError("weights", "no module with these weights was given to "
+                                    "fmbench.evaluate in this process")
+    return cfg
+
+
+def _load_in_memory(cfg: InMemoryConfig, shape: tuple[int, ...], device) -> nn.Module:
+    model = _MODULES[cfg.weights].to(device).eval()
+    check_network(model, shape, device, "the module given to fmbench.evaluate")
     return model
 
 
@@ -260,6 +311,10 @@ def _register() -> None:
     MODELS.register("torchcfm-unet")(ModelKind(
         TorchCFMUNetConfig, _torchcfm_unet, data=("image",),
         description="TorchCFM's UNetModelWrapper (needs torchcfm); the torchcfm format's network"))
+    MODELS.register("in-memory")(ModelKind(
+        InMemoryConfig, _not_trained, data=("points", "image"), load=_load_in_memory,
+        prepare=_prepare_in_memory,
+        description="a torch module given to fmbench.evaluate (Python API only)"))
     MODELS.register("checkpoint")(ModelKind(
         CheckpointConfig, _not_trained, data=("points", "image"), load=load, prepare=prepare,
         description="a model trained elsewhere, read from a file (torchscript, torchcfm, "
