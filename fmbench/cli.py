@@ -49,7 +49,10 @@ def _describe(kind: str, reg, obj) -> tuple[str, str]:
         params = ", ".join(f"{k}={v!r}" for k, v in obj().params().items())
         return params, _first_line(obj)
     if kind == "solvers":
-        extra = "adaptive (rtol, atol)" if obj.adaptive else f"{obj.evals_per_step} eval/step"
+        extra = ("adaptive (rtol, atol)" if obj.adaptive else
+                 f"{obj.evals_per_step} eval/step" if obj.nfe_of_steps is None else
+                 f"{obj.nfe(10)} evals per 10 steps")
+        extra += "" if obj.stepper is None else "; fmbench's own stepper"
         return extra, obj.description
     if kind == "metrics":
         direction = "higher is better" if obj.higher_is_better else "lower is better"

@@ -33,6 +33,7 @@ from fmbench.validation import (
     SuiteError,
     Validator,
     annotation_type,
+    field_type,
     join_key,
     one_line,
     short_repr,
@@ -135,11 +136,15 @@ def _build_path(v: Validator, entry: dict, key: str) -> GaussianPath:
 
 def _build_solvers(v: Validator, entry: dict, key: str) -> list[SolverSpec]:
     """[[solver]]: a name or a list of names; each other key a SolverSpec field, with one value
-    or a list (a sweep: lists are walked together, a single value goes with every position)."""
+    or a list (a sweep: lists are walked together, a single value goes with every position);
+    a list-valued field (``times``) sweeps with a list of lists."""
     params = [f.name for f in fields(SolverSpec) if f.name != "method"]
+    listed = {f.name for f in fields(SolverSpec) if field_type(f.type)[0] == "tuple"}
     v.table(entry, key, {"name", *params}, {"name"})
     names = [v.name(n, f"{key}.name", SOLVERS) for n in v.list_of(entry["name"], f"{key}.name")]
-    sweep = {k: v.list_of(entry[k], join_key(key, k)) for k in params if k in entry}
+    sweep = {k: ([entry[k]] if k in listed and isinstance(entry[k], list)
+                 and not any(isinstance(x, list) for x in entry[k])
+                 else v.list_of(entry[k], join_key(key, k))) for k in params if k in entry}
     out = []
     for name in names:
         for i in range(max(map(len, sweep.values()), default=1)):

@@ -32,13 +32,87 @@ def test_nfe_equals_counted_calls(name):
     assert res.nfe == f.calls > 0
 
 
+# evaluations used by the most steps that fit in an NFE budget B, by hand for each method
+BUDGET_NFE = {"euler": lambda b: b, "midpoint": lambda b: 2 * (b // 2),
+              "heun2": lambda b: 2 * (b // 2), "heun3": lambda b: 3 * (b // 3),
+              "rk4": lambda b: 4 * (b // 4), "edm_heun": lambda b: 2 * ((b + 1) // 2) - 1}
+ORDER = {"euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4, "edm_heun": 2}
+
+
+def test_every_fixed_step_solver_has_an_independent_expectation():
+    assert set(FIXED) == set(BUDGET_NFE) == set(ORDER)
+
+
 @pytest.mark.parametrize("name", FIXED)
-@pytest.mark.parametrize("budget", [12, 24, 100])
+@pytest.mark.parametrize("budget", [12, 25, 100])
 def test_nfe_budget_is_respected_exactly(name, budget):
     f = Counter()
-    per = SOLVERS.get(name).evals_per_step
     res = solve(f, torch.ones(3, 2), SolverSpec(name, nfe=budget))
-    assert res.nfe == f.calls == (budget // per) * per
+    assert res.nfe == f.calls == BUDGET_NFE[name](budget)
+
+
+@pytest.mark.parametrize("name", FIXED)
+@pytest.mark.parametrize("grid", ["uniform", "edm", "times"])
+def test_nfe_counted_on_every_grid(name, grid):
+    f = Counter()
+    spec = (SolverSpec(name, times=(0.0, 0.2, 0.7, 1.0)) if grid == "times"
+            else SolverSpec(name, steps=3, grid=grid))
+    res = solve(f, torch.ones(3, 2), spec)
+    by_hand = {"euler": 3, "midpoint": 6, "heun2": 6, "heun3": 9, "rk4": 12, "edm_heun": 5}
+    assert res.nfe == f.calls == by_hand[name]
+
+
+@pytest.mark.parametrize("name", FIXED)
+def test_convergence_rate(name):
+    """Halving the step divides the global error by ≈ 2^order (dy/dt = −t·y on [0, 1])."""
+    y0 = torch.ones(1, 1, dtype=torch.float64)
+    exact = math.exp(-0.5)
+    k = 64 if ORDER[name] <= 2 else 12  # asymptotic, above float64 round-off
+    err = [abs(float(solve(Counter(), y0, SolverSpec(name, steps=n)).y) - exact)
+           for n in (k, 2 * k)]
+    assert math.log2(err[0] / err[1]) == pytest.approx(ORDER[name], abs=0.25), err
+
+
+def test_edm_heun_is_heun_with_the_last_correction_skipped():
+    """On dy/dt = a·y every Heun step multiplies y by 1 + ha + (ha)²/2 and the last (Euler)
+    step by 1 + ha: the product over a given grid, in closed form."""
+    a, times = -1.3, (0.0, 0.1, 0.35, 0.8, 1.0)
+    res = solve(lambda t, y: a * y, torch.ones(2, dtype=torch.float64),
+                SolverSpec("edm_heun", times=times))
+    hs = [b - c for c, b in zip(times, times[1:], strict=False)]
+    want = math.prod(1 + h * a + (h * a) ** 2 / 2 for h in hs[:-1]) * (1 + hs[-1] * a)
+    assert float(res.y[0]) == pytest.approx(want, rel=1e-14) and res.nfe == 7
+    euler = solve(lambda t, y: a * y, torch.ones(2, dtype=torch.float64),
+                  SolverSpec("euler", times=times))
+    assert float(euler.y[0]) == pytest.approx(math.prod(1 + h * a for h in hs), rel=1e-14)
+
+
+def test_edm_grid_is_karras_rho_schedule():
+    """σ_i = (1 − s_i)/s_i of the grid's inner points: σ_1 … σ_{k−1} spaced linearly in σ^(1/ρ)
+    from σ_max down to σ_min (Karras et al. 2022, eq. 5), the first point the source, the last
+    the data."""
+    from fmbench.solvers import EDM_SIGMA_MAX, EDM_SIGMA_MIN
+
+    k, rho = 12, 7.0
+    s = SolverSpec("edm_heun", steps=k, grid="edm").fractions()
+    assert len(s) == k + 1 and s[0] == 0 and s[-1] == 1
+    sigma = (1 - s[1:-1]) / s[1:-1]
+    root = sigma ** (1 / rho)
+    step = (EDM_SIGMA_MIN ** (1 / rho) - EDM_SIGMA_MAX ** (1 / rho)) / (k - 1)
+    torch.testing.assert_close(root[1:] - root[:-1], torch.full((k - 2,), step,
+                                                                dtype=torch.float64))
+    assert float(sigma[-1]) == pytest.approx(EDM_SIGMA_MIN)
+    assert float(root[0] - step) == pytest.approx(EDM_SIGMA_MAX ** (1 / rho))  # σ_0 = σ_max
+    assert (s[1:] > s[:-1]).all()
+    other = SolverSpec("euler", steps=k, grid="edm", rho=3.0).fractions()
+    assert not torch.allclose(other, s)
+
+
+def test_times_are_fractions_of_the_interval():
+    seen = []
+    solve(lambda t, y: seen.append(float(t)) or y * 0, torch.ones(1), SolverSpec(
+        "euler", times=(0.0, 0.5, 1.0)), t0=0.2, t1=0.6)
+    assert seen == pytest.approx([0.2, 0.4])
 
 
 @pytest.mark.parametrize("name", FIXED + ADAPTIVE)
@@ -85,6 +159,13 @@ def test_tuple_state_counts_once_per_call():
     ({"name": "euler", "steps": 3, "nfe": 3}, "exactly one"),
     ({"name": "rk4", "nfe": 3}, "below one rk4 step"),
     ({"name": "dopri5", "steps": 10}, "adaptive"),
+    ({"name": "dopri5", "grid": "edm"}, "chooses its own steps"),
+    ({"name": "euler", "steps": 4, "grid": "log"}, "must be one of"),
+    ({"name": "euler", "steps": 4, "rho": 7.0}, "applies to grid"),
+    ({"name": "euler", "steps": 4, "times": (0.0, 1.0)}, "leave steps"),
+    ({"name": "euler", "times": (0.0, 0.7, 0.5, 1.0)}, "increase strictly"),
+    ({"name": "euler", "times": (0.1, 1.0)}, "from 0 to 1"),
+    ({"name": "edm_heun", "nfe": 0}, "below one edm_heun step"),
 ])
 def test_bad_specs(kw, msg):
     name = kw.pop("name")

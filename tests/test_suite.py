@@ -1,5 +1,7 @@
 """Suite validation: one clear error naming file, key and what is allowed; exit code 2."""
 
+import textwrap
+
 import pytest
 
 from fmbench.cli import main
@@ -303,7 +305,8 @@ WITH_CHECK = TINY + "\n[check]\n"
      "num_head_channels, num_res_blocks, preset"),
     # fmbench/models.py: the MODELS registry and MLPConfig
     (TINY, "width = 16", 'kind = "resnet"', "model.kind",
-     "unknown model kind 'resnet'. Did you mean 'unet'? Known model kinds: mlp, unet."),
+     "unknown model kind 'resnet'. Did you mean 'unet'? Known model kinds: checkpoint, "
+     "in-memory, mlp, torchcfm-unet, unet."),
     (TINY, "width = 16", 'kind = "unet"', "model.depth", "unknown key"),
     (TINY, "depth = 2", "depth = 0", "model.depth", "must be >= 1, got 0"),
     (TINY, "depth = 2", 'activation = "seluu"', "model.activation", "Did you mean 'selu'"),
@@ -374,7 +377,8 @@ def test_model_kinds_come_from_the_registry(tmp_path):
     assert json.loads(json.dumps(asdict(unet)))["options"]["channel_mult"] == [1, 1]
     assert load_suite(_write(tmp_path, UNET_SUITE.replace('preset = "tiny"', ""))
                       ).model.options == PRESETS["cifar-tong"]  # no preset: the defaults
-    assert set(MODELS) == {"mlp", "unet"} and ModelConfig().options == MLPConfig()
+    assert set(MODELS) == {"mlp", "unet", "checkpoint", "in-memory", "torchcfm-unet"}
+    assert ModelConfig().options == MLPConfig()
 
 
 def test_check_settings_are_resolved_with_defaults(tmp_path):
@@ -394,3 +398,31 @@ def test_solver_sweeps(tmp_path):
                       "bosh3(rtol=0.0001,atol=1e-06)"]
     text = TINY.replace('name = "rk4"\nsteps = 2', 'name = "dopri5"')
     assert load_suite(_write(tmp_path, text)).solvers[1].label() == "dopri5(rtol=1e-05,atol=1e-05)"
+
+
+def test_solver_time_grids_and_sweeps(tmp_path):
+    base = TINY.split("[[solver]]")[0]
+    text = base + textwrap.dedent("""
+        [[solver]]
+        name = "euler"
+        times = [0, 0.5, 1]
+        [[solver]]
+        name = "heun2"
+        times = [[0, 0.5, 1], [0, 0.25, 1]]
+        [[solver]]
+        name = ["edm_heun", "euler"]
+        steps = 6
+        grid = "edm"
+        rho = [7.0, 3.0]
+        [metrics]
+        names = ["w2", "nfe"]
+        """)
+    specs = load_suite(_write(tmp_path, text)).solvers
+    assert [s.label() for s in specs] == [
+        "euler@times[0,0.5,1]", "heun2@times[0,0.5,1]", "heun2@times[0,0.25,1]",
+        "edm_heunx6-edm(rho=7)", "edm_heunx6-edm(rho=3)", "eulerx6-edm(rho=7)",
+        "eulerx6-edm(rho=3)"]
+    bad = base + '[[solver]]\nname = "euler"\ntimes = [0, 0.6, 0.5, 1]\n'
+    with pytest.raises(SuiteError) as e:
+        load_suite(_write(tmp_path, bad))
+    assert e.value.key == "solver[0].times" and "increase strictly" in e.value.message

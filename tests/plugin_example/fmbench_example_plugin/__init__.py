@@ -1,6 +1,6 @@
-"""An example fmbench plug-in: registers a probability path, a 2D dataset, a metric and a model
-kind with the decorators fmbench's built-ins use (its coupling registers through a callable entry
-point, ``fmbench_example_plugin.couplings:register``)."""
+"""An example fmbench plug-in: registers a probability path, a 2D dataset, a metric, a model kind
+and a solver with the decorators fmbench's built-ins use (its coupling registers through a
+callable entry point, ``fmbench_example_plugin.couplings:register``)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from fmbench.data import DATASETS
 from fmbench.metrics import metric
 from fmbench.models import MODELS, ModelKind
 from fmbench.paths import GaussianPath, register_path
+from fmbench.solvers import SOLVERS, SolverInfo
 
 
 @register_path("example-quadratic")
@@ -79,3 +80,20 @@ def _build(cfg: ResMLPConfig, shape: tuple[int, ...]) -> nn.Module:
 
 MODELS.register("example-resmlp")(ModelKind(ResMLPConfig, _build,
                                             description="residual MLP (example plug-in)"))
+
+
+def ralston(func, y0, grid, keep):
+    """Ralston's second-order Runge-Kutta method on fmbench's time grid (2 evaluations a step)."""
+    y, states = y0, ([y0] if keep else None)
+    for t, t_next in zip(grid[:-1], grid[1:], strict=True):
+        h = t_next - t
+        k1 = func(t, y)
+        k2 = func(t + 2 * h / 3, y + 2 * h / 3 * k1)
+        y = y + h * (k1 / 4 + 3 * k2 / 4)
+        if keep:
+            states.append(y)
+    return y, states
+
+
+SOLVERS.register("example-ralston")(SolverInfo(
+    "example-ralston", False, 2, "Ralston's RK2 (example plug-in)", stepper=ralston))
