@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 from torch import nn
 
-from fmbench.checkpoints import keep_module
+from fmbench.checkpoints import keep_module, release_module
 
 
 def _as_suite(suite, file: str = "<python>"):
@@ -62,7 +62,8 @@ def evaluate(model: nn.Module | str | Path, task: str | dict, solvers=("dopri5",
              metrics=("w2", "npe", "nfe"), *, path: str | dict = "icfm",
              n_eval: int | None = None, eval_draws: int | None = None,
              out: str | Path | None = None, name: str = "evaluate",
-             model_options: dict | None = None) -> pd.DataFrame:
+             model_options: dict | None = None, overwrite: bool = False,
+             resume: bool = False) -> pd.DataFrame:
     """Score a network you have, like a model fmbench trained: same evaluation draws, solvers,
     NFE counting and metrics.
 
@@ -72,10 +73,23 @@ def evaluate(model: nn.Module | str | Path, task: str | dict, solvers=("dopri5",
     or a ``[[task]]`` table (``{"source": "moons", "target": "8gaussians"}``, image options).
     ``solvers``: ``"euler:100"``, ``"dopri5"``, ``"dopri5:1e-5"`` or ``[[solver]]`` tables.
     ``metrics``: names, or a ``[metrics]`` table. ``path``: the path the model was trained on (a
-    name or a ``[[path]]`` table). ``out``: keep the results folder there (default: a temporary
-    folder, removed). A module runs in this process (no worker processes)."""
-    if isinstance(model, nn.Module):
-        model_table = {"kind": "in-memory", "weights": keep_module(model)}
+    name or a ``[[path]]`` table). ``out``: keep the results folder there (``overwrite``,
+    ``resume`` as for :func:`run`; default: a temporary folder, removed). A module is evaluated
+    as a copy, in this process (no worker processes); its identity in the model key is a digest
+    of its class and state dict."""
+    held = keep_module(model) if isinstance(model, nn.Module) else None
+    try:
+        return _evaluate(model, held, task, solvers, metrics, path, n_eval, eval_draws, out,
+                         name, model_options, overwrite, resume)
+    finally:
+        if held is not None:
+            release_module(held)
+
+
+def _evaluate(model, held, task, solvers, metrics, path, n_eval, eval_draws, out, name,
+              model_options, overwrite, resume) -> pd.DataFrame:
+    if held is not None:
+        model_table = {"kind": "in-memory", "weights": held}
     else:
         model_table = {"kind": "checkpoint", "file": str(Path(model).expanduser().resolve()),
                        **(model_options or {})}
@@ -93,6 +107,6 @@ def evaluate(model: nn.Module | str | Path, task: str | dict, solvers=("dopri5",
     }
     s = _as_suite(suite, "fmbench.evaluate")  # the tables of a suite file, validated alike
     if out is not None:
-        return run(s, out, overwrite=True, workers=1)
+        return run(s, out, overwrite=overwrite, resume=resume, workers=1)
     with tempfile.TemporaryDirectory(prefix="fmbench-evaluate-") as tmp:
         return run(s, Path(tmp) / "out", workers=1)

@@ -31,6 +31,7 @@ resolved suite, in the model key (another file is another model) and in every re
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import warnings
 from dataclasses import dataclass, field, replace
@@ -40,6 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fmbench.storage import file_digest
 from fmbench.validation import FieldError
 
 FORMATS = ("torchscript", "torchcfm", "state-dict")
@@ -87,6 +89,13 @@ class CheckpointConfig:
         if self.format == "torchscript" and self.network is not None:
             raise FieldError("network", "a TorchScript file holds its network: leave "
                                         "[model.network] out")
+        if self.network is not None:
+            from fmbench.models import MODELS
+
+            if MODELS.get(self.network.kind).load is not None:
+                raise FieldError(("network", "kind"), f"must be a network's kind (mlp, unet, "
+                                                      f"torchcfm-unet, a plug-in's), not "
+                                                      f"{self.network.kind!r}")
         if self.format != "torchscript" and self.arguments != "x, t":
             raise FieldError("arguments", "applies to format = \"torchscript\" only")
 
@@ -100,11 +109,7 @@ class CheckpointConfig:
 
 
 def file_sha256(file: Path) -> str:
-    h = hashlib.sha256()
-    with open(file, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_digest(file, 64)
 
 
 def prepare(cfg: CheckpointConfig, base_dir: Path) -> CheckpointConfig:
@@ -179,7 +184,12 @@ def _read(cfg: CheckpointConfig, shape: tuple[int, ...], device: torch.device) -
     key = cfg.key or ("ema_model" if cfg.format == "torchcfm" else "")
     state = _state_dict(obj, key, file)
     net = build_model(cfg.network, shape)
-    missing, unexpected = net.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # tensors of other shapes
+        raise CheckpointError(f"{file}: the weights do not fit a {cfg.network.kind} network "
+                              f"with these settings ({' '.join(str(e).split())[:300]}): check "
+                              "[model.network]") from None
     if missing or unexpected:
         raise CheckpointError(
             f"{file}: the weights do not fit a {cfg.network.kind} network with these settings "
@@ -221,7 +231,9 @@ _MODULES: dict[str, nn.Module] = {}  # weights digest → module, in this proces
 
 
 def weights_digest(module: nn.Module) -> str:
-    """sha256 of the module's class and state dict (names, dtypes, shapes, bytes)."""
+    """sha256 of the module's class and state dict (names, dtypes, shapes, bytes). Plain
+    attributes (a constant set in ``__init__``) are not part of it: give such modules
+    different names in ``fmbench.evaluate(..., name=…)`` or make the constant a buffer."""
     h = hashlib.sha256(f"{type(module).__module__}.{type(module).__qualname__}".encode())
     for k, v in module.state_dict().items():
         t = v.detach().cpu().contiguous()
@@ -256,8 +268,13 @@ def _prepare_in_memory(cfg: InMemoryConfig, base_dir: Path) -> InMemoryConfig:
     return cfg
 
 
+def release_module(digest: str) -> None:
+    _MODULES.pop(digest, None)
+
+
 def _load_in_memory(cfg: InMemoryConfig, shape: tuple[int, ...], device) -> nn.Module:
-    model = _MODULES[cfg.weights].to(device).eval()
+    """A copy of the module (the caller's keeps its mode and device), in eval mode."""
+    model = copy.deepcopy(_MODULES[cfg.weights]).to(device).eval()
     check_network(model, shape, device, "the module given to fmbench.evaluate")
     return model
 

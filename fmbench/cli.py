@@ -162,8 +162,8 @@ def cmd_eval(args, console: Console) -> int:
     from fmbench.suite import load_suite, parse_suite
     from fmbench.validation import SuiteError
 
-    text = eval_suite_toml(args)
-    suite = parse_suite(tomllib.loads(text), "fmbench eval")
+    suite = parse_suite(tomllib.loads(eval_suite_toml(args)), "fmbench eval")
+    text = eval_suite_toml(args, sha256=suite.model.options.sha256)
     out = Path(args.out) if args.out else Path("results") / suite.name
     table = run_suite(suite, out, resume=args.resume, console=_ERR, overwrite=args.overwrite)
     from fmbench.storage import atomic_write_text

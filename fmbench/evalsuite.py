@@ -49,12 +49,22 @@ def parse_setting(text: str, option: str) -> tuple[str, object]:
         parsed = tomllib.loads(f"v = {value.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         parsed = value.strip()
+    if not _plain(parsed):
+        raise SuiteError(FILE, option, f"{key.strip()}: a number, true/false, a string or a "
+                                       f"list of those, got {value.strip()!r}")
     return key.strip(), parsed
+
+
+def _plain(v) -> bool:
+    return isinstance(v, bool | int | float | str) or (isinstance(v, list)
+                                                       and all(map(_plain, v)))
 
 
 def parse_solver(text: str) -> dict:
     """``euler:100`` (a fixed-step method and its steps), ``dopri5`` (adaptive, default
     tolerances) or ``dopri5:1e-5`` (rtol = atol = 1e-5)."""
+    from fmbench.solvers import SOLVERS
+
     name, _, arg = text.partition(":")
     if not arg:
         return {"name": name}
@@ -63,7 +73,8 @@ def parse_solver(text: str) -> dict:
     except ValueError:
         raise SuiteError(FILE, "--solver", f"expects NAME, NAME:STEPS or NAME:TOL, got "
                                            f"{text!r}") from None
-    if number.is_integer() and number >= 1 and "." not in arg and "e" not in arg.lower():
+    adaptive = name in SOLVERS and SOLVERS.get(name).adaptive
+    if not adaptive and number.is_integer():
         return {"name": name, "steps": int(number)}
     return {"name": name, "rtol": number, "atol": number}
 
@@ -72,8 +83,9 @@ def _settings(pairs: list[str] | None, option: str) -> dict:
     return dict(parse_setting(p, option) for p in pairs or [])
 
 
-def eval_suite_toml(args) -> str:
-    """The suite ``fmbench eval`` runs, as TOML text (see ``fmbench eval --help``)."""
+def eval_suite_toml(args, sha256: str | None = None) -> str:
+    """The suite ``fmbench eval`` runs, as TOML text (see ``fmbench eval --help``); ``sha256``
+    pins the file (the suite written to OUT/suite.toml pins the file that was scored)."""
     from fmbench.image_tasks import IMAGE_DATASETS
 
     file = Path(args.checkpoint).expanduser().resolve()
@@ -86,9 +98,12 @@ def eval_suite_toml(args) -> str:
              **{k: getattr(args, k) for k in ("key", "time", "time_scale", "prediction",
                                               "arguments", "sha256")
                 if getattr(args, k) is not None}}
+    if sha256:
+        model["sha256"] = sha256
     network = _settings(args.network_setting, "--network-setting")
-    if args.network:
-        network = {"kind": args.network, **network}
+    if args.network or network:
+        default = "torchcfm-unet" if args.format == "torchcfm" else "mlp"
+        network = {"kind": args.network or default, **network}
     path = {"name": args.path, **_settings(args.path_param, "--path-param")}
     metrics = {"names": args.metrics.split(",") if args.metrics else
                (["fid", "nfe", "sample_time"] if image else ["w2", "npe", "nfe", "sample_time"]),

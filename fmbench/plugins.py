@@ -23,7 +23,7 @@ import types
 from dataclasses import dataclass
 from importlib import metadata
 
-from fmbench.registry import registering_as
+from fmbench.registry import registering_as, restore, snapshot
 
 GROUP = "fmbench.plugins"
 log = logging.getLogger("fmbench")
@@ -57,6 +57,7 @@ def _load_one(ep: metadata.EntryPoint) -> Plugin:
     dist_name = dist.metadata["Name"] if dist is not None else None
     version = dist.version if dist is not None else None
     origin = f"plugin {dist_name or ep.name}"
+    before = snapshot()
     try:
         with registering_as(origin):
             obj = ep.load()
@@ -64,7 +65,9 @@ def _load_one(ep: metadata.EntryPoint) -> Plugin:
                 obj()
     except Exception as e:  # noqa: BLE001 - a broken plug-in is reported, fmbench goes on
         error = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
-        log.warning("plug-in %r (%s) did not load: %s", ep.name, ep.value, error)
+        removed = restore(before)  # what it registered before failing goes too
+        log.warning("plug-in %r (%s) did not load: %s%s", ep.name, ep.value, error,
+                    f" (its {', '.join(removed)} withdrawn)" if removed else "")
         return Plugin(ep.name, ep.value, dist_name, version, error)
     return Plugin(ep.name, ep.value, dist_name, version)
 

@@ -56,6 +56,26 @@ class UnknownNameError(KeyError):
         return self.message
 
 
+_ALL: list[Registry] = []  # every registry made, for snapshots around a plug-in's loading
+
+
+def snapshot() -> list[tuple[Registry, set[str]]]:
+    """The names every registry holds now (see :func:`restore`)."""
+    return [(r, set(r._items)) for r in _ALL]
+
+
+def restore(snap: list[tuple[Registry, set[str]]]) -> list[str]:
+    """Remove what was registered since ``snap`` (a plug-in that failed half-way leaves
+    nothing behind); returns the names removed."""
+    removed = []
+    for reg, names in snap:
+        for name in set(reg._items) - names:
+            del reg._items[name]
+            reg._origins.pop(name, None)
+            removed.append(f"{reg.kind} {name!r}")
+    return sorted(removed)
+
+
 class Registry(Generic[T]):
     """A named collection of factories (classes or functions) of one kind."""
 
@@ -63,6 +83,7 @@ class Registry(Generic[T]):
         self.kind = kind
         self._items: dict[str, T] = {}
         self._origins: dict[str, str] = {}
+        _ALL.append(self)
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator: ``@REG.register("name")`` adds the decorated object under ``name``."""

@@ -146,8 +146,7 @@ def _case_rows(path: Path) -> list[dict]:
 HEX = "[0-9a-f]{16}"
 # files fmbench writes, per sub-folder: what --overwrite deletes (nothing else)
 OWN_FILES = {
-    ".": (r"run\.json", r"results\.csv", r"run\.json\.corrupt-.*", r"run\.log",
-          r"suite\.toml"),  # suite.toml: the suite fmbench eval wrote
+    ".": (r"run\.json", r"results\.csv", r"run\.json\.corrupt-.*", r"run\.log"),
     "cases": (rf"{HEX}\.json", rf"{HEX}\.json\.corrupt-.*"),
     "losses": (rf"{HEX}\.json",), "inflight": (rf"{HEX}\.json",),
     "samples": (r".*-seed\d+\.(npz|png)",),

@@ -128,9 +128,16 @@ def edm_fractions(k: int, rho: float = EDM_RHO, sigma_min: float = EDM_SIGMA_MIN
     i = torch.arange(k, dtype=torch.float64)
     sig = (sigma_max ** (1 / rho) + i / (k - 1) * (sigma_min ** (1 / rho)
                                                    - sigma_max ** (1 / rho))) ** rho
+    sig[-1] = sigma_min  # exactly, whatever the rounding of the power
     s = torch.cat([1 / (1 + sig), torch.ones(1, dtype=torch.float64)])
     s[0] = 0.0
     return s
+
+
+def _short(x: float) -> str:
+    """A number as its shortest exact repr (two different values never read alike)."""
+    text = repr(float(x))
+    return text[:-2] if text.endswith(".0") else text
 
 
 @dataclass(frozen=True)
@@ -171,8 +178,9 @@ class SolverSpec:
         if self.grid not in GRIDS:
             raise FieldError("grid", f"must be one of {', '.join(map(repr, GRIDS))}, got "
                                      f"{self.grid!r} (or give times = [...])")
-        if self.rho is not None and (self.grid != "edm" or not self.rho > 0):
-            raise FieldError("rho", "applies to grid = \"edm\" and must be > 0")
+        if self.rho is not None and (self.grid != "edm" or not 0.5 <= self.rho <= 100):
+            raise FieldError("rho", "applies to grid = \"edm\" and must be in [0.5, 100] "
+                                    "(Karras et al.: 7)")
         if self.times:
             t = self.times
             if given or self.grid != "uniform":
@@ -214,13 +222,13 @@ class SolverSpec:
         if self.info.adaptive:
             return f"{self.method}(rtol={self.rtol:g},atol={self.atol:g})"
         if self.times:
-            shown = ",".join(f"{t:g}" for t in self.times)
+            shown = ",".join(map(_short, self.times))
             tag = shown if len(shown) <= 40 else digest(list(self.times), 8)
             return f"{self.method}@times[{tag}]"
         base = f"{self.method}@nfe{self.nfe}" if self.nfe is not None else \
             f"{self.method}x{self.steps}"
         if self.grid == "edm":
-            base += f"-edm(rho={self.rho if self.rho is not None else EDM_RHO:g})"
+            base += f"-edm(rho={_short(self.rho if self.rho is not None else EDM_RHO)})"
         return base
 
     def params(self) -> dict:

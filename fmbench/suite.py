@@ -212,7 +212,7 @@ def _build_model(v: Validator, m, key: str = "model") -> ModelConfig:
     """[model]: ``kind`` (a registered model kind) and that kind's settings; a setting marked
     ``metadata={"model": True}`` is a nested model table (a checkpoint's network), and a kind's
     ``prepare`` completes the settings from the files they name (paths relative to the suite)."""
-    v.table(m, key)
+    v.table(m, key, None, {"kind"} if key != "model" else set())
     kind = v.name(m.get("kind", DEFAULT_KIND), f"{key}.kind", MODELS)
     d = MODELS.get(kind)
     nested = {f.name for f in fields(d.config) if f.metadata.get("model")}
@@ -229,6 +229,22 @@ def _build_model(v: Validator, m, key: str = "model") -> ModelConfig:
     except ValueError as e:
         raise v.err(key, one_line(e)) from None
     return ModelConfig(kind, options)
+
+
+def _check_model_data(v: Validator, model: ModelConfig, tasks: list[Task],
+                      key: str = "model") -> None:
+    """Each task's kind of data is one the model kind (and a nested network's) can model."""
+    for i, t in enumerate(tasks):
+        what = kind_of(t.target).kind
+        if what not in MODELS.get(model.kind).data:
+            kinds = [k for k, d in MODELS.items() if what in d.data]
+            raise v.err(f"{key}.kind", f"task[{i}] ({t.name}) has {what} data, which "
+                                       f"{model.kind!r} models do not take: kind = "
+                                       f"{' or '.join(map(repr, kinds))}")
+    for f in fields(model.options):
+        nested = getattr(model.options, f.name)
+        if f.metadata.get("model") and isinstance(nested, ModelConfig):
+            _check_model_data(v, nested, tasks, f"{key}.{f.name}")
 
 
 def _check_loaded_model(v: Validator, data: dict, model: ModelConfig, seeds: tuple,
@@ -281,13 +297,7 @@ def _parse_suite(data: dict, file: str) -> Suite:
         raise v.err("suite.seeds", f"has duplicates: {short_repr(list(seeds))}")
     tasks = _build_tasks(v, data["task"])
     model = _build_model(v, data.get("model", {}))
-    for i, t in enumerate(tasks):
-        what = kind_of(t.target).kind
-        if what not in MODELS.get(model.kind).data:
-            kinds = [k for k, d in MODELS.items() if what in d.data]
-            raise v.err("model.kind", f"task[{i}] ({t.name}) has {what} data, which "
-                                      f"{model.kind!r} models do not take: kind = "
-                                      f"{' or '.join(map(repr, kinds))}")
+    _check_model_data(v, model, tasks)
     training = _build_training(v, data.get("training", {}))
     paths = [_build_path(v, p, f"path[{i}]") for i, p in enumerate(v.tables(data["path"], "path"))]
     if len({(p.name, json.dumps(p.params(), sort_keys=True)) for p in paths}) != len(paths):

@@ -24,7 +24,11 @@ def _readme_example() -> str:
 
 
 def test_readme_example_runs(tmp_path, monkeypatch):
+    import tempfile
+
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
     ns: dict = {"__name__": "readme_example"}
     exec(compile(_readme_example(), "README.md (Python API)", "exec"), ns)
     table, rows = ns["table"], ns["rows"]
@@ -37,7 +41,7 @@ def test_readme_example_runs(tmp_path, monkeypatch):
     w2 = rows[rows.metric == "w2"]["value"]
     floor = rows[rows.metric == "w2_floor"]["value"]
     assert w2.mean() < 3 and floor.mean() < w2.mean()  # a trained net, not noise
-    assert not (tmp_path / "results" / "evaluate").exists()  # evaluate's folder was temporary
+    assert not list((tmp_path / "tmp").glob("fmbench-evaluate-*"))  # a temporary folder
 
 
 def test_evaluate_a_module_equals_running_its_checkpoint(tmp_path):
@@ -59,6 +63,16 @@ def test_evaluate_a_module_equals_running_its_checkpoint(tmp_path):
     other = MLP(2, 16, 2)  # other weights: another model key
     c = fmbench.evaluate(other, **kw)
     assert set(c["model_key"]).isdisjoint(set(a["model_key"]))
+    assert net.training  # the caller's module is left as it was (a copy was evaluated)
+    from fmbench.checkpoints import _MODULES
+
+    assert not _MODULES  # and not held after the call
+    again = fmbench.evaluate(file, **kw, out=tmp_path / "b", resume=True)  # nothing left to do
+    assert again["value"].tolist() == b["value"].tolist()
+    from fmbench.results import RunError
+
+    with pytest.raises(RunError, match="model.kind: checkpoint → in-memory"):
+        fmbench.evaluate(net, **kw, out=tmp_path / "b", resume=True)  # another model: refused
 
 
 def test_api_errors_are_suite_errors(tmp_path):

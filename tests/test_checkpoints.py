@@ -318,3 +318,75 @@ def test_eval_option_parsing():
     assert parse_setting("root=data/x.npz", "x") == ("root", "data/x.npz")
     with pytest.raises(SuiteError, match="KEY=VALUE"):
         parse_setting("sigma", "--path-param")
+
+
+def test_noise_predicting_network_in_the_diffusion_convention(tmp_path):
+    """A score-matching model (ε objective on sm-vp) fmbench trains, written as a TorchScript
+    module taking integer-like timesteps in the diffusion direction, scores the same."""
+    text = TRAIN.replace('name = "icfm"', 'name = "sm-vp"').replace(
+        'name = ["euler", "rk4"]\nsteps = [10, 3]', 'name = "rk4"\nsteps = 8')
+    ref = run_suite(load_suite(_write(tmp_path, "t.toml", text)), tmp_path / "ref",
+                    cache_dir=tmp_path / "cache")
+    (model_file,) = (tmp_path / "cache" / "models").glob("*.pt")
+    net = MLP(2, 16, 2)
+    net.load_state_dict(torch.load(model_file, weights_only=True)["state_dict"])
+
+    class Diffusion(nn.Module):  # ε(x, τ) with τ = 999·(1 − t)
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x, tau):
+            return self.net(x, 1 - tau / 999)
+
+    torch.jit.script(Diffusion(net.eval())).save(str(tmp_path / "eps.ts"))
+    model = ('file = "eps.ts"\ntime = "data-at-0"\ntime_scale = 999\nprediction = "noise"')
+    ck = CKPT.format(model=model).replace('name = "icfm"', 'name = "sm-vp"\nobjective = "noise"')
+    ck = ck.replace('name = ["euler", "rk4"]\nsteps = [10, 3]', 'name = "rk4"\nsteps = 8')
+    df = run_suite(load_suite(_write(tmp_path, "c.toml", ck)), tmp_path / "out",
+                   cache_dir=tmp_path / "c2")
+    want, got = _by_case(ref), _by_case(df)
+    assert got and all(v == pytest.approx(want[k], rel=1e-5, abs=1e-6) for k, v in got.items())
+
+
+def test_shape_mismatch_and_network_kind_errors(tmp_path, trained):
+    d, _, _ = trained
+    wrong = CKPT.format(model='file = "weights.pt"\nformat = "state-dict"\nkey = "net_model"\n'
+                              '[model.network]\nkind = "mlp"\nwidth = 32\ndepth = 2')
+    df = run_suite(load_suite(_write(d, "w.toml", wrong)), tmp_path / "out",
+                   cache_dir=tmp_path / "c")
+    reason = df["reason"].iloc[0]
+    assert set(df["status"]) == {"failed"} and "weights.pt" in reason
+    assert "do not fit a mlp network" in reason and "check [model.network]" in reason
+    for table, key, message in [
+        ('[model.network]\nkind = "checkpoint"\nfile = "net.ts"', "model.network.kind",
+         "must be a network's kind"),
+        ('[model.network]\nwidth = 16', "model.network.kind", "required"),
+        ('[model.network]\nkind = "unet"', "model.network.kind", "has points data"),
+    ]:
+        text = CKPT.format(model=f'file = "weights.pt"\nformat = "state-dict"\n{table}')
+        with pytest.raises(SuiteError) as e:
+            load_suite(_write(d, "bad.toml", text))
+        assert e.value.key == key and message in e.value.message, str(e.value)
+
+
+def test_eval_pins_the_file_keeps_foreign_files_and_refuses_odd_values(trained, tmp_path,
+                                                                       capsys):
+    import tomllib
+
+    from fmbench.cli import main
+
+    d, _, _ = trained
+    out = tmp_path / "out"
+    base = ["eval", str(d / "net.ts"), "--target", "8gaussians", "--solver", "euler:4",
+            "--metrics", "nfe", "--eval-draws", "1", "--out", str(out)]
+    assert main(base) == 0
+    written = tomllib.loads((out / "suite.toml").read_text())
+    assert written["model"]["sha256"] == file_sha256(d / "net.ts")
+    assert main(["run", str(out / "suite.toml"), "--out", str(out), "--overwrite"]) == 0
+    assert (out / "suite.toml").exists()  # the suite being run is the user's file now
+    capsys.readouterr()
+    assert main(base[:2] + ["--target", "8gaussians", "--path-param", "sigma=2024-01-01",
+                            "--out", str(tmp_path / "o2")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "--path-param" in err and "sigma" in err and "bug" not in err

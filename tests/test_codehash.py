@@ -222,3 +222,16 @@ def test_cache_entries_of_image_models_follow_the_training_data(tmp_path):
 
     pu = plan.work_units(point)[0]
     assert entry_name(pu, load_task(point.tasks[0])) == pu.key  # generated data: the key alone
+
+
+def test_a_record_is_hashed_by_what_it_runs_not_its_field_list():
+    """A ModelKind's digest covers its build, load and prepare functions and what they reach,
+    not the ModelKind class itself (a new field of the record type keeps every model's key)."""
+    from fmbench.codehash import code_parts
+    from fmbench.models import MODELS
+
+    parts = code_parts(MODELS.get("checkpoint"))
+    assert {"fmbench.checkpoints.load", "fmbench.checkpoints.prepare",
+            "fmbench.checkpoints._not_trained"} <= set(parts)
+    assert "fmbench.models.ModelKind" not in parts
+    assert "fmbench.models._mlp" in code_parts(MODELS.get("mlp"))

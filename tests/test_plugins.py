@@ -113,9 +113,19 @@ def test_suite_with_plugins_runs_in_worker_processes(plugin_path, tmp_path):
     plugins = {p["name"]: p for p in meta["environment"]["plugins"]}
     assert {n: (p["distribution"], p["version"], p["loaded"]) for n, p in plugins.items()} == {
         "example": (DIST, "0.1.0", True), "example-couplings": (DIST, "0.1.0", True)}
-    # the plug-in's path and model code are part of what defines the model
-    training = json.dumps(meta["definition"]["code"]["training"])
-    assert training and len(set(df["case_id"])) == 4
+    assert len(set(df["case_id"])) == 4
+    # the plug-in's path, coupling and model code are part of what defines the model
+    probe = ("from fmbench.suite import load_suite; from fmbench.plan import training_components;"
+             "from fmbench.codehash import code_parts; s = load_suite('plug.toml');"
+             "print('\\n'.join(code_parts(*training_components(s, s.tasks[0], s.paths[1]))))")
+    env = {**os.environ, "PYTHONPATH": str(plugin_path)}
+    parts = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, check=True,
+                           capture_output=True, text=True, timeout=120).stdout.split("\n")
+    for part in ("fmbench_example_plugin.ResMLP", "fmbench_example_plugin._build",
+                 "fmbench_example_plugin.spiral",
+                 "fmbench_example_plugin.couplings.NormSortedCoupling"):
+        assert part in parts, (part, parts)
+    assert "fmbench_example_plugin.mean_error" not in parts  # a metric does not train
 
 
 def test_missing_plugin_is_a_clear_error(plugin_path, tmp_path):
@@ -145,6 +155,8 @@ def test_broken_plugin_is_reported_and_does_not_stop_fmbench(plugin_path, tmp_pa
     pkg = tmp_path / "broken"
     (pkg / "fmbench_broken_plugin").mkdir(parents=True)
     (pkg / "fmbench_broken_plugin" / "__init__.py").write_text(
+        "from fmbench.data import DATASETS\n"
+        "DATASETS.register('broken-first')(lambda n, g: None)  # then it fails\n"
         "raise ImportError('needs a library that is not installed')\n")
     (pkg / "pyproject.toml").write_text(textwrap.dedent("""
         [build-system]
@@ -165,7 +177,9 @@ def test_broken_plugin_is_reported_and_does_not_stop_fmbench(plugin_path, tmp_pa
     assert r.returncode == 0, r.stderr
     out = " ".join(r.stdout.split())
     assert "failed: ImportError: needs a library that is not installed" in out
-    assert "did not load" in r.stderr  # the warning
+    assert "did not load" in r.stderr and "withdrawn" in r.stderr  # the warning
+    r = _fmbench(["list", "datasets"], both, tmp_path)
+    assert "example-spiral" in r.stdout and "broken-first" not in r.stdout  # rolled back
     f = tmp_path / "plug.toml"
     f.write_text(textwrap.dedent(SUITE))
     assert _fmbench(["validate", str(f)], both, tmp_path).returncode == 0  # not required: fine

@@ -198,3 +198,12 @@ def test_adaptive_solvers_never_evaluate_outside_the_interval(method, t0, t1):
     solve(f, torch.ones(4), SolverSpec(method, rtol=1e-5, atol=1e-5), t0, t1)
     lo, hi = min(t0, t1), max(t0, t1)
     assert lo - 1e-6 <= min(seen) and max(seen) <= hi + 1e-6
+
+
+def test_edm_grid_times_are_where_the_field_is_evaluated():
+    seen = []
+    spec = SolverSpec("euler", steps=6, grid="edm")
+    solve(lambda t, y: seen.append(float(t)) or y * 0, torch.ones(1, dtype=torch.float64), spec)
+    assert seen == pytest.approx(spec.fractions()[:-1].tolist(), rel=1e-12)
+    sigma_1 = (80 ** (1 / 7) + (0.002 ** (1 / 7) - 80 ** (1 / 7)) / 5) ** 7
+    assert seen[0] == 0 and seen[1] == pytest.approx(1 / (1 + sigma_1))  # source, then σ_1
