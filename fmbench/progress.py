@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -72,6 +73,8 @@ class RunProgress:
         self.overall = None
         self.training: dict[str, object] = {}
         self.tenth: dict[str, int] = {}
+        self.time_s: dict[str, float] = {}  # where this session's units spent their time
+        self.start = time.perf_counter()
 
     def __enter__(self) -> RunProgress:
         self.bar.__enter__()
@@ -81,6 +84,9 @@ class RunProgress:
         return self
 
     def __exit__(self, *exc) -> None:
+        if self.time_s:
+            self.log.info("session: %.1f s wall%s (summed over the units, which may run at "
+                          "once)", time.perf_counter() - self.start, time_note(self.time_s))
         self.bar.__exit__(*exc)
         self.warnings.removeHandler(self.handlers[0])
         for h in self.handlers:
@@ -106,6 +112,8 @@ class RunProgress:
             self.bar.update(self.overall, info=f"{label} {ev.info}")
 
     def finished(self, out: UnitOutcome) -> None:
+        for what, sec in out.timings.items():
+            self.time_s[what] = self.time_s.get(what, 0.0) + sec
         unit = self.units.get(out.key)
         label = unit.label if unit else out.key
         if out.key in self.training:
@@ -117,7 +125,16 @@ class RunProgress:
                                    highlight=False)
             self.log.info("failed %s: %s", label, out.failure)
             return
-        self.log.info("finished %s: %d case(s) in %.1f s %s%s; %s", label, len(out.rows),
+        self.log.info("finished %s: %d case(s) in %.1f s %s%s; %s%s", label, len(out.rows),
                       out.seconds, f"on {out.device}" if out.device else "(saved before)",
                       " (model from the cache)" if out.cached else "",
-                      headline(out.rows) or "no ok metric")
+                      headline(out.rows) or "no ok metric", time_note(out.timings))
+
+
+def time_note(timings: dict[str, float]) -> str:
+    """`` · time: train 55.1 s, generate 0.4 s, metric w2 1.2 s`` (largest first; empty when
+    nothing was timed)."""
+    if not timings:
+        return ""
+    parts = sorted(timings.items(), key=lambda kv: -kv[1])
+    return " · time: " + ", ".join(f"{k} {v:.1f} s" for k, v in parts)

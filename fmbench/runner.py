@@ -103,7 +103,16 @@ def run_suite(suite, out_dir: str | Path, resume: bool = False,
                     session.meta["devices"] = sorted(devices | set(session.meta.get("devices",
                                                                                      [])))
                 bar.finished(outcome)
+                _add_times(session.meta, outcome.timings)
         return session.table()
+
+
+def _add_times(meta: dict, timings: dict[str, float]) -> None:
+    """run.json's ``time_s``: seconds by stage (data, train, model: cache/file, generate,
+    metric <name>) summed over every unit of every session of the run."""
+    total = meta.setdefault("time_s", {})
+    for what, sec in timings.items():
+        total[what] = round(total.get(what, 0.0) + sec, 3)
 
 
 def summary_table(df: pd.DataFrame, title: str = "") -> Table:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
@@ -31,10 +32,14 @@ def describe(e: BaseException, limit: int = 500) -> str:
     return one_line(f"{type(e).__name__}: {e}", limit)
 
 
-def evaluate(s: Scoring, names: tuple[str, ...]) -> Values:
-    """The values of the metrics ``names`` (with their extra outputs, e.g. w2_floor)."""
+def evaluate(s: Scoring, names: tuple[str, ...], seconds: dict[str, float] | None = None
+             ) -> Values:
+    """The values of the metrics ``names`` (with their extra outputs, e.g. w2_floor); each
+    metric's wall time is added to ``seconds[name]`` when given (references it computes first,
+    such as a floor, count towards it)."""
     out: Values = {}
     for name in names:
+        start = time.perf_counter()
         try:
             for k, v in compute(name, s).items():
                 if isinstance(v, NotApplicableValue):
@@ -49,6 +54,8 @@ def evaluate(s: Scoring, names: tuple[str, ...]) -> Values:
             raise
         except Exception as e:  # noqa: BLE001 - see the module docstring
             out[name] = (float("nan"), "failed", describe(e))
+        if seconds is not None:
+            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
     return out
 
 

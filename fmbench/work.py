@@ -11,6 +11,7 @@ machine cannot write) and interrupts propagate.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -60,6 +61,9 @@ class UnitOutcome:
     seconds: float = 0.0
     cached: bool = False  # the model came from the model cache
     failure: str = ""  # why every case failed ("" when the unit's model was available)
+    # where the time went: "data", "train" (or "model: cache" / "model: file"), "generate",
+    # "metric <name>" → seconds (the rest of ``seconds`` is writing files and the like)
+    timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # logged where it ran (cluster jobs)
 
 
@@ -168,7 +172,8 @@ def run_unit(job: UnitJob, unit: WorkUnit, report: Report) -> UnitOutcome:
                            "for memory? a crash in native code?); --resume retries it")
         else:
             try:
-                data = load_task(first.task)
+                with _timed(out.timings, "data"):
+                    data = load_task(first.task)
                 out.device = device_name(data.device())
 
                 def on_step(step, loss, rate):
@@ -176,9 +181,11 @@ def run_unit(job: UnitJob, unit: WorkUnit, report: Report) -> UnitOutcome:
                         report(UnitEvent(unit.key, "train", step, suite.training.steps,
                                          f"loss {loss:.4f} · {rate:,.0f} samples/s"))
 
-                model, meta, out.cached = _model(job, unit, data, on_step)
-                inputs = [data.eval_inputs(suite.metrics.n_eval, suite.data_seed, first.path, r)
-                          for r in range(data.eval_draws(suite.metrics.eval_draws))]
+                model, meta, out.cached = _model(job, unit, data, on_step, out.timings)
+                with _timed(out.timings, "data"):
+                    inputs = [data.eval_inputs(suite.metrics.n_eval, suite.data_seed,
+                                               first.path, r)
+                              for r in range(data.eval_draws(suite.metrics.eval_draws))]
             except StorageError:
                 raise
             except Exception as e:  # noqa: BLE001 - fails this model's cases, the suite goes on
@@ -192,7 +199,8 @@ def run_unit(job: UnitJob, unit: WorkUnit, report: Report) -> UnitOutcome:
         across_draws: dict = {}
         for i, case in enumerate(pending):
             values = ([failed(names, out.failure)] if out.failure else
-                      score_case(job, case, model, meta, data, inputs, per_draw, across_draws))
+                      score_case(job, case, model, meta, data, inputs, per_draw, across_draws,
+                                 out.timings))
             out.rows[case.case_id] = _write(store, suite, case, values)
             report(UnitEvent(unit.key, "case", i + 1, len(pending), case.solver.label()))
     finally:
@@ -201,19 +209,34 @@ def run_unit(job: UnitJob, unit: WorkUnit, report: Report) -> UnitOutcome:
     return out
 
 
-def _model(job: UnitJob, unit: WorkUnit, data: TaskData, on_step) -> tuple[object, dict, bool]:
+def _model(job: UnitJob, unit: WorkUnit, data: TaskData, on_step, timings: dict
+           ) -> tuple[object, dict, bool]:
     """(network, record, from the cache): trained (or read from the model cache), or, for a
-    model kind that reads its model from a file, loaded as is (no training, no cache)."""
-    suite = job.suite
+    model kind that reads its model from a file, loaded as is (no training, no cache); the
+    time it took goes to ``timings`` as "train", "model: cache" or "model: file"."""
+    suite, start = job.suite, time.perf_counter()
     kind = MODELS.get(suite.model.kind)
     if kind.load is None:
-        return trained_model(unit, suite, data, Path(job.cache_dir), on_step)
+        model, meta, cached = trained_model(unit, suite, data, Path(job.cache_dir), on_step)
+        timings["model: cache" if cached else "train"] = time.perf_counter() - start
+        return model, meta, cached
     model = kind.load(suite.model.options, data.shape, data.device())
+    timings["model: file"] = time.perf_counter() - start
     return model, {"losses": [], "train_time": math.nan, "coupling_time": math.nan}, False
 
 
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], what: str):
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[what] = timings.get(what, 0.0) + time.perf_counter() - start
+
+
 def score_case(job: UnitJob, case: Case, model, meta: dict, data: TaskData, inputs: list,
-               per_draw: list[dict], across_draws: dict) -> list[Values]:
+               per_draw: list[dict], across_draws: dict,
+               timings: dict[str, float] | None = None) -> list[Values]:
     """Generate (one solve per evaluation draw) and score one case: its values per draw (metrics
     that are not per draw, e.g. train_time, only in draw 0). Draw 0's samples are saved when its
     solve worked. ``per_draw[r]`` and ``across_draws`` memoise the unit's references
@@ -224,15 +247,20 @@ def score_case(job: UnitJob, case: Case, model, meta: dict, data: TaskData, inpu
     for r, draw_inputs in enumerate(inputs):
         names = tuple(n for n in suite.metrics.names if r == 0 or METRICS.get(n).per_draw)
         if uses_samples(names):
-            gen = generate(field_, draw_inputs.x0, case.solver, case.path,
-                           suite.metrics.eval_batch, data.keeps_trajectories if r == 0 else 0)
+            with _timed(timings if timings is not None else {}, "generate"):
+                gen = generate(field_, draw_inputs.x0, case.solver, case.path,
+                               suite.metrics.eval_batch, data.keeps_trajectories if r == 0 else 0)
         else:
             gen = Generation(error=RuntimeError("no metric of this suite uses generated samples"))
         s = Scoring(case.path, case.solver, field_, gen, draw_inputs, suite.metrics,
                     case.task.gaussian_source, float(meta["train_time"]),
                     float(meta["coupling_time"]), data.device(), Path(job.cache_dir),
                     per_draw[r], across_draws)
-        out.append(evaluate(s, names))
+        seconds: dict[str, float] = {}
+        out.append(evaluate(s, names, seconds))
+        if timings is not None:
+            for name, sec in seconds.items():
+                timings[f"metric {name}"] = timings.get(f"metric {name}", 0.0) + sec
         if r == 0 and gen.samples is not None:
             _save_samples(job, case, data, gen, draw_inputs)
     return out

@@ -206,3 +206,20 @@ def test_truncated_model_cache_is_retrained(tiny_suite_file, tmp_path):
         f.write_bytes(f.read_bytes()[:100])
     b = run_suite(suite, tmp_path / "b", cache_dir=tmp_path / "c")
     assert _values(a) == _values(b)
+
+
+def test_run_records_where_its_time_goes(tiny_suite_file, tmp_path):
+    suite = load_suite(tiny_suite_file)
+    run_suite(suite, tmp_path / "out", cache_dir=tmp_path / "cache")
+    t = json.loads((tmp_path / "out" / "run.json").read_text())["time_s"]
+    assert set(t) >= {"data", "train", "generate", *(f"metric {m}" for m in suite.metrics.names)}
+    assert all(v >= 0 for v in t.values()) and t["train"] > 0 and t["generate"] > 0
+    log = (tmp_path / "out" / "run.log").read_text()
+    finished = [line for line in log.splitlines() if " finished " in line]
+    assert len(finished) == len({c.model_key for c in suite.cases()})
+    assert all("· time: " in line and "train " in line for line in finished)
+    assert "session: " in log and "summed over the units" in log
+    again = run_suite(suite, tmp_path / "again", cache_dir=tmp_path / "cache")  # cached models
+    assert len(again)
+    t2 = json.loads((tmp_path / "again" / "run.json").read_text())["time_s"]
+    assert "model: cache" in t2 and "train" not in t2
