@@ -202,7 +202,8 @@ def _executor(args, suite):
         raise RunError(f"--cpus-per-unit must be > 0{' and whole for slurm' * (name == 'slurm')}"
                        f", got {cpus:g}")
     slurm, ray = name == "slurm", name == "ray"
-    return make_executor(name, options, workers=args.workers, address=args.ray_address,
+    return make_executor(name, options, workers=args.workers, threads=args.threads,
+                         address=args.ray_address,
                          partition=args.partition, timeout_min=args.timeout_min,
                          array_parallelism=args.array_parallelism,
                          gpus_per_node=int(gpus) if slurm and gpus is not None else None,
@@ -211,7 +212,7 @@ def _executor(args, suite):
 
 
 # the executors each --flag of `fmbench run` applies to
-EXECUTOR_FLAGS = {"--workers": ("local",), "--partition": ("slurm",),
+EXECUTOR_FLAGS = {"--workers": ("local",), "--threads": ("local",), "--partition": ("slurm",),
                   "--timeout-min": ("slurm",), "--array-parallelism": ("slurm",),
                   "--gpus-per-unit": ("slurm", "ray"), "--cpus-per-unit": ("slurm", "ray"),
                   "--ray-address": ("ray",)}
@@ -398,6 +399,9 @@ def _add_run(sub) -> None:
     ex.add_argument("--workers", type=int, metavar="N",
                     help="local: worker processes (default: one per GPU, else one per core, "
                          "or $FMBENCH_WORKERS; 1 = in this process)")
+    ex.add_argument("--threads", type=int, metavar="T",
+                    help="local: torch threads per worker (default: the cores not busy with "
+                         "other jobs, shared out among the workers)")
     ex.add_argument("--partition", help="slurm: partition")
     ex.add_argument("--timeout-min", type=int, metavar="MIN",
                     help="slurm: time limit per unit (a unit past it requeues and resumes)")

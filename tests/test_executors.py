@@ -89,10 +89,18 @@ def test_a_failing_unit_in_a_worker_fails_its_cases_only(tmp_path):
 def test_worker_count_and_threads(monkeypatch):
     monkeypatch.setattr("torch.cuda.device_count", lambda: 0)
     monkeypatch.setattr("fmbench.executors.local.available_cores", lambda: 8)
+    monkeypatch.setattr("os.getloadavg", lambda: (0.2, 0.0, 0.0))  # an idle machine
     monkeypatch.delenv("FMBENCH_WORKERS")
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert [s["threads"] for s in placement(0, 100)] == [1] * 8  # one per core
     assert [s["threads"] for s in placement(2, 100)] == [4, 4]  # cores shared, no oversubscription
+    assert [s["threads"] for s in placement(1, 100)] == [8]
+    assert [s["threads"] for s in placement(2, 100, threads=3)] == [3, 3]  # as asked
+    monkeypatch.setattr("os.getloadavg", lambda: (5.6, 0.0, 0.0))  # 6 cores busy elsewhere
+    assert [s["threads"] for s in placement(1, 100)] == [2]  # only the free cores
+    assert [s["threads"] for s in placement(2, 100)] == [1, 1]
+    monkeypatch.setattr("os.getloadavg", lambda: (12.0, 0.0, 0.0))
+    assert [s["threads"] for s in placement(1, 100)] == [1]  # never fewer than one
     assert len(placement(0, 3)) == 3  # never more workers than units
     monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
     assert [s["env"] for s in placement(0, 100)] == [{"CUDA_VISIBLE_DEVICES": "0"},
@@ -119,17 +127,20 @@ def test_one_worker_runs_in_process_even_with_gpus(monkeypatch):
         suite = None
 
         def __call__(self, unit, report):
-            ran.append((unit.key, os.getpid()))
+            ran.append((unit.key, os.getpid(), torch.get_num_threads()))
             return unit.key
 
     units = [types.SimpleNamespace(key=k) for k in ("a", "b")]
-    ex = make_executor("local", workers=1)
+    ex = make_executor("local", workers=1, threads=1)
+    torch.set_num_threads(2)
     assert list(ex.run(Job(), units, events.append)) == ["a", "b"]
-    assert ran == [("a", os.getpid()), ("b", os.getpid())]
+    assert ran == [("a", os.getpid(), 1), ("b", os.getpid(), 1)]  # the thread count asked for
+    assert torch.get_num_threads() == 2  # and the caller's restored
     assert {e.info for e in events} == {"in process"}
-    assert ex.describe() == "local, in this process"
+    assert ex.describe() == "local, in this process, 1 torch thread(s)"
     # by default a single GPU still gets a worker process: a crash takes only its unit down
     monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
+    monkeypatch.setattr("os.getloadavg", lambda: (0.0, 0.0, 0.0))  # an idle machine
     monkeypatch.delenv("FMBENCH_WORKERS")
     auto = make_executor("local")
     assert auto.describe() == "local, 1 worker process(es) (one per GPU), " \
