@@ -249,7 +249,8 @@ def test_slurm_settings_become_sbatch_parameters(tmp_path, monkeypatch):
     ('name = "slurm"\ncluster = "lsf"', "executor.cluster", "must be one of slurm, local, debug"),
     ('name = "ray"\nnum_gpus = -1', "executor.num_gpus", "must be >= 0, got -1"),
     ('name = "local"\nworkers = -2', "executor.workers", "must be >= 0, got -2"),
-    ('name = "local"\npartition = "gpu"', "executor.partition", "unknown key; allowed: name, threads, workers"),
+    ('name = "local"\npartition = "gpu"', "executor.partition",
+     "unknown key; allowed: name, threads, workers"),
 ])
 def test_executor_table_is_checked_when_the_suite_is_read(tmp_path, capsys, table, key, msg):
     """fmbench validate refuses what the executor would refuse, naming the file and the key,

@@ -84,13 +84,22 @@ def test_cli_bad_suite_exits_2_and_writes_nothing(tmp_path, capsys):
 
 
 def test_cli_validate_and_list(tiny_suite_file, capsys):
+    from fmbench.cli import LIST_KINDS, _registries
+
     assert main(["validate", str(tiny_suite_file)]) == 0
     assert "8 case(s)" in capsys.readouterr().out.replace("\n", " ")
-    for kind in ("paths", "couplings", "solvers", "metrics", "datasets"):
+    regs = _registries()
+    assert set(LIST_KINDS) == {*regs, "plugins"}
+    listed = {}
+    for kind, registries in regs.items():
         assert main(["list", kind]) == 0
-    out = capsys.readouterr().out
-    for name in ("sm-vp", "entropic-ot", "dopri5", "npe", "checkerboard"):
-        assert name in out
+        listed[kind] = {line.split("│")[1].strip()
+                        for line in capsys.readouterr().out.splitlines() if line.startswith("│")}
+        for reg in registries:  # every registered component is listed
+            assert set(reg.names()) <= listed[kind], (kind, set(reg.names()) - listed[kind])
+    # the registries list cannot leave a kind out either: image datasets, model kinds, executors
+    assert {"cifar10", "npz", "image-folder", "moons"} <= listed["datasets"]
+    assert {"mlp", "unet", "checkpoint"} <= listed["models"] and "slurm" in listed["executors"]
 
 
 def test_shipped_suites_validate():

@@ -103,18 +103,34 @@ def test_resume_is_exact_with_dropout(tmp_path):
         assert torch.equal(a, b)
 
 
-def test_ema_weights_are_used_and_differ_from_raw():
-    cfg = TrainConfig(steps=30, batch_size=32, lr=1e-2, ema_decay=0.9)
-    torch.manual_seed(123)
-    raw = MLP(2, 16, 2)
-    train(raw, make_path("icfm"), make_coupling("independent"),
-          lambda n, g: torch.randn(n, 2, generator=g), DATASETS.get("moons"),
-          TrainConfig(steps=30, batch_size=32, lr=1e-2), 0)
-    ema_model, meta = _run(None, cfg)
-    assert meta["ema_decay"] == 0.9
-    assert any(not torch.equal(a, b) for a, b in zip(raw.state_dict().values(),
-                                                     ema_model.state_dict().values(),
-                                                     strict=True))
+def test_ema_weights_are_the_moving_average_of_the_same_training():
+    """The same path, seed and data without EMA give the raw weights w_k of every step; the
+    model trained with EMA must come back with e_K, e_k = d·e_{k−1} + (1 − d)·w_k, e_0 = w_0
+    (fails if EMA is dropped, applied to other weights, or returned raw)."""
+    decay, steps = 0.9, 25
+
+    def fit(cfg, record=None):
+        torch.manual_seed(123)
+        model = MLP(2, 16, 2)
+        if record is not None:
+            record.append({k: v.clone() for k, v in model.state_dict().items()})
+        meta = train(model, make_path("icfm"), make_coupling("independent"),
+                     lambda n, g: torch.randn(n, 2, generator=g), DATASETS.get("moons"), cfg, 0,
+                     None if record is None else lambda *a: record.append(
+                         {k: v.clone() for k, v in model.state_dict().items()}))
+        return model, meta
+
+    raw_steps: list[dict] = []
+    raw, _ = fit(TrainConfig(steps=steps, batch_size=32, lr=1e-2), raw_steps)
+    ema_model, meta = fit(TrainConfig(steps=steps, batch_size=32, lr=1e-2, ema_decay=decay))
+    assert meta["ema_decay"] == decay and len(raw_steps) == steps + 1
+    expected = dict(raw_steps[0])
+    for w in raw_steps[1:]:
+        expected = {k: decay * expected[k] + (1 - decay) * w[k] for k in w}
+    for k, v in ema_model.state_dict().items():
+        torch.testing.assert_close(v, expected[k], rtol=1e-5, atol=1e-6)
+    assert any(not torch.allclose(v, raw.state_dict()[k])
+               for k, v in ema_model.state_dict().items())
 
 
 def test_warmup_ramps_learning_rate():
