@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv as _csv
 import io
-import json
 import math
 import re
 from dataclasses import asdict, dataclass, field, replace
@@ -235,14 +234,11 @@ class CompareConfig:
         return self.thresholds.get(metric, self.threshold)
 
 
-def _label(key: tuple) -> str:
-    d = dict(zip(KEY, key, strict=True))
-    params = json.loads(d["path_params"]) if d["path_params"] else {}
-    ps = ",".join(f"{k}={v}" for k, v in sorted(params.items())
-                  if k not in ("coupling", "replace", "objective"))
-    sparams = json.loads(d["solver_params"]) if d["solver_params"] else {}
-    ss = ",".join(f"{k}={v}" for k, v in sorted(sparams.items()) if v is not None)
-    return f"{d['task']} / {d['path']}({ps}) / {d['solver']}({ss})"
+def _label(rows: pd.DataFrame) -> str:
+    """``task / path / solver`` with the labels the rows carry: the same as ``fmbench run``'s
+    table and the report show (``euler@nfe20``, not the solver's parameters)."""
+    first = rows.iloc[0]
+    return f"{first['task']} / {first['path_label']} / {first['solver_label']}"
 
 
 def _side(df: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
@@ -261,7 +257,7 @@ def classify(a: pd.DataFrame, b: pd.DataFrame, config: CompareConfig | None = No
         unit = (ga if ga is not None else gb)["unit"].iloc[0]
         if unit == "s" and not cfg.include_times:
             continue
-        label = _label(key)
+        label = _label(ga if ga is not None else gb)
         if ga is None or gb is None:
             out.append(Comparison(key, label, metric, "missing",
                                   note="only in " + ("B" if ga is None else "A"),

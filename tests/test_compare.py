@@ -28,7 +28,7 @@ def rows(path, metric, values, *, hib=False, params=None, n_eval=1000, status="o
             "model_key": "m", "task": "N->8gaussians", "source": "gaussian",
             "target": "8gaussians", "path": path, "path_label": path,
             "path_params": json.dumps({"sigma": 0.1}), "coupling": "independent",
-            "objective": "velocity", "solver": solver, "solver_label": solver,
+            "objective": "velocity", "solver": solver, "solver_label": f"{solver}x100",
             "solver_params": json.dumps({"steps": 100}), "seed": seed, "draw": 0,
             "n_eval": n_eval,
             "metric": metric, "value": v, "unit": unit, "higher_is_better": hib,
@@ -93,7 +93,8 @@ def test_markdown_snapshot():
     assert lines[0] == ("**3** worse · **1** better · **1** within noise · **1** not comparable · "
                         "**2** missing")
     assert lines[2] == "| case | metric | status | A | B | change | note |"
-    assert lines[4] == ("| N-&gt;8gaussians / icfm(sigma=0.1) / euler(steps=100) | acc | worse | "
+    # the labels of fmbench run's table and the report
+    assert lines[4] == ("| N-&gt;8gaussians / icfm / eulerx100 | acc | worse | "
                         "0.5 (3×1) | 0.3 (3×1) | -40.0% | Welch over seeds (1 draw); covers "
                         "seeds |")
     assert "| not comparable |" in md and "differs in metric_params, n_eval" in md
