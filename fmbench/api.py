@@ -40,9 +40,11 @@ def run(suite, out: str | Path | None = None, *, resume: bool = False, overwrite
     asks for worker processes: those start by re-importing the main module, so a script that
     asks for them needs the ``if __name__ == "__main__":`` guard."""
     from fmbench.executors import make_executor
+    from fmbench.preflight import check
     from fmbench.runner import run_suite
 
     s = _as_suite(suite)
+    check(s)  # data, weights, files: before anything trains
     name = executor or s.executor.name
     options = s.executor.options if name == s.executor.name else None
     if name == "local" and workers is None and not getattr(options, "workers", 0):

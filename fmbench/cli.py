@@ -102,21 +102,30 @@ def cmd_list(args, console: Console) -> int:
 
 
 def cmd_validate(args, console: Console) -> int:
+    from rich.markup import escape
+
+    from fmbench.preflight import devices, problems
     from fmbench.suite import load_suite
 
     suite = load_suite(args.suite)
     cases = suite.cases()
     models = {c.model_key for c in cases}
-    console.print(f"[green]ok[/] {args.suite}: suite {suite.name!r}, {len(suite.tasks)} task(s), "
+    found = problems(suite)
+    console.print(f"{'[yellow]valid, not ready' if found else '[green]ok'}[/] {args.suite}: "
+                  f"suite {suite.name!r}, {len(suite.tasks)} task(s), "
                   f"{len(suite.paths)} path(s), {len(suite.solvers)} solver config(s), "
                   f"{len(suite.seeds)} seed(s) → {len(models)} model(s) to train, "
                   f"{len(cases)} case(s), metrics: {', '.join(suite.metrics.names)}")
     for s in suite.skipped():
         console.print(f"  skipped: {s}")
-    return 0
+    console.print(f"  devices: {devices(suite)}", highlight=False)
+    for p in found:
+        _ERR.print(f"[red]not ready:[/] {escape(p)}", highlight=False, soft_wrap=True)
+    return 2 if found else 0
 
 
 def cmd_run(args, console: Console) -> int:
+    from fmbench.preflight import check
     from fmbench.runner import RunError, run_suite
     from fmbench.suite import load_suite
 
@@ -124,6 +133,7 @@ def cmd_run(args, console: Console) -> int:
     out = Path(args.out) if args.out else Path("results") / suite.name
     if args.force and not args.resume:
         raise RunError("--force only applies with --resume (it keeps another suite's rows)")
+    check(suite)
     table = run_suite(suite, out, resume=args.resume, cache_dir=args.cache_dir,
                       console=_ERR, overwrite=args.overwrite, force=args.force,
                       executor=_executor(args, suite))
@@ -165,6 +175,9 @@ def cmd_eval(args, console: Console) -> int:
     suite = parse_suite(tomllib.loads(eval_suite_toml(args)), "fmbench eval")
     text = eval_suite_toml(args, sha256=suite.model.options.sha256)
     out = Path(args.out) if args.out else Path("results") / suite.name
+    from fmbench.preflight import check
+
+    check(suite)
     table = run_suite(suite, out, resume=args.resume, console=_ERR, overwrite=args.overwrite)
     from fmbench.storage import atomic_write_text
 

@@ -142,3 +142,28 @@ def test_image_suite_validation(tmp_path, image_root):
                  .replace('root = "', 'rot = "'))
     with pytest.raises(SuiteError, match="task\\[0\\]"):
         load_suite(f)
+
+
+def test_preflight_refuses_before_training(tmp_path, image_root, monkeypatch, capsys):
+    """Missing Inception weights or data: validate says what and how to fix it, run starts
+    nothing (no results folder, no model trained) and exits 2."""
+    from fmbench.cli import main
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("FMBENCH_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.setenv("FMBENCH_CACHE", str(tmp_path / "cache"))
+    f = tmp_path / "s.toml"
+    f.write_text(SUITE.format(root=image_root, extractor="inception-v3-compat"))
+    assert main(["validate", str(f)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "not ready" in err and "fmbench fid-weights" in err
+    assert main(["run", str(f), "--out", str(tmp_path / "out")]) == 2
+    assert "nothing was started" in " ".join(capsys.readouterr().err.split())
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+    f.write_text(SUITE.format(root=tmp_path / "nowhere", extractor="fmbench-test-tiny"))
+    assert main(["validate", str(f)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "nowhere does not exist" in err and "task[0].root" in err
+    f.write_text(SUITE.format(root=image_root, extractor="fmbench-test-tiny"))
+    assert main(["validate", str(f)]) == 0
+    assert "devices: " in capsys.readouterr().out
