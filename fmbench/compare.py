@@ -347,16 +347,30 @@ def md_escape(text: object) -> str:
     return _MD_SPECIAL.sub(lambda m: "\\" + m.group(0), s)
 
 
+def _change(c: Comparison) -> str:
+    """The relative change; identical means (not merely within noise) say so."""
+    if math.isnan(c.rel_change):
+        return ""
+    if c.a_mean == c.b_mean:
+        return "identical"
+    return f"{c.rel_change:+.1%}"
+
+
+def summary_line(comparisons: list[Comparison], bold: str = "**") -> str:
+    """``3 worse · 1 better · …`` over the classes present, worst first."""
+    counts = {c: sum(x.status == c for x in comparisons) for c in CLASSES}
+    return " · ".join(f"{bold}{v}{bold} {k}" for k, v in counts.items() if v)
+
+
 def render_markdown(comparisons: list[Comparison]) -> str:
     """A Markdown table for PR comments, worst news first; labels and notes escaped."""
     order = {c: i for i, c in enumerate(CLASSES)}
     rows = sorted(comparisons, key=lambda c: (order[c.status], c.label, c.metric))
-    counts = {c: sum(x.status == c for x in comparisons) for c in CLASSES}
-    lines = [" · ".join(f"**{v}** {k}" for k, v in counts.items() if v), "",
+    lines = [summary_line(comparisons), "",
              "| case | metric | status | A | B | change | note |",
              "|---|---|---|---|---|---|---|"]
     for c in rows:
-        change = "" if math.isnan(c.rel_change) else f"{c.rel_change:+.1%}"
+        change = _change(c)
         lines.append(f"| {md_escape(c.label)} | {md_escape(c.metric)} | {c.status} "
                      f"| {_fmt(c.a_mean, c.a_half, c.a_n, c.draws)} "
                      f"| {_fmt(c.b_mean, c.b_half, c.b_n, c.draws)} "
@@ -375,8 +389,9 @@ def render_rich(comparisons: list[Comparison], title: str = ""):
     table = Table(title=title)
     for col in ("case", "metric", "status", "A", "B", "change", "note"):
         table.add_column(col, justify="right" if col in ("A", "B", "change") else "left")
+    table.caption = summary_line(comparisons, bold="") + " (worst first)"
     for c in sorted(comparisons, key=lambda c: (order[c.status], c.label, c.metric)):
-        change = "" if math.isnan(c.rel_change) else f"{c.rel_change:+.1%}"
+        change = _change(c)
         st = style[c.status]
         table.add_row(escape(c.label), escape(c.metric), f"[{st}]{c.status}[/]" if st else c.status,
                       _fmt(c.a_mean, c.a_half, c.a_n, c.draws),

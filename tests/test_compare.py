@@ -403,3 +403,20 @@ def test_suite_check_table_is_stored_in_run_json_and_used_by_check(tmp_path, cap
     assert main(["check", str(tmp_path / "out"), "--baseline", str(base)]) == 0  # threshold 50
     assert main(["check", str(tmp_path / "out"), "--baseline", str(base), "--threshold", "0.1"]
                 ) == 1
+
+
+def test_identical_results_say_identical_and_rich_has_a_summary():
+    from rich.console import Console
+
+    from fmbench.compare import render_rich
+
+    same = classify(BASE, BASE)
+    md = render_markdown(same)
+    assert "| identical |" in md and "worse" not in md.splitlines()[0]
+    console = Console(width=250, record=True)
+    console.print(render_rich(classify(BASE, CAND)))
+    text = console.export_text()
+    assert "3 worse · 1 better · 1 within noise · 1 not comparable · 2 missing (worst first)" \
+        in " ".join(text.split())
+    body = [line for line in text.splitlines() if "│" in line]
+    assert "worse" in body[1]  # the first row under the header: worst news first
