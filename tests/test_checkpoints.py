@@ -35,7 +35,10 @@ depth = 2
 [training]
 steps = 60
 batch_size = 64
+"""
 
+# the same path, solvers and evaluation for the trained model and its checkpoints
+EVALUATION = """
 [[path]]
 name = "icfm"
 
@@ -48,6 +51,7 @@ names = ["w2", "npe", "nfe", "train_time"]
 n_eval = 128
 eval_draws = 2
 """
+TRAIN += EVALUATION
 
 CKPT = """
 [suite]
@@ -59,19 +63,7 @@ target = "8gaussians"
 [model]
 kind = "checkpoint"
 {model}
-
-[[path]]
-name = "icfm"
-
-[[solver]]
-name = ["euler", "rk4"]
-steps = [10, 3]
-
-[metrics]
-names = ["w2", "npe", "nfe", "train_time"]
-n_eval = 128
-eval_draws = 2
-"""
+""" + EVALUATION
 
 
 def _write(folder: Path, name: str, text: str) -> Path:
