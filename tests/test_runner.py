@@ -77,11 +77,11 @@ def test_resume_after_interrupt_loses_and_duplicates_nothing(tiny_suite_file, tm
     real = work.evaluate
     calls = {"n": 0}
 
-    def flaky(ctx, names):
+    def flaky(ctx, names, seconds=None):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return real(ctx, names)
+        return real(ctx, names, seconds)
 
     monkeypatch.setattr(work, "evaluate", flaky)
     with pytest.raises(KeyboardInterrupt):
