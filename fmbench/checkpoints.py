@@ -108,10 +108,6 @@ class CheckpointConfig:
         return self
 
 
-def file_sha256(file: Path) -> str:
-    return file_digest(file, 64)
-
-
 def prepare(cfg: CheckpointConfig, base_dir: Path) -> CheckpointConfig:
     """At suite load: the file resolved against the suite's folder, present, its sha256 (checked
     against the pin); the torchcfm format's default network. FieldError otherwise."""
@@ -120,7 +116,7 @@ def prepare(cfg: CheckpointConfig, base_dir: Path) -> CheckpointConfig:
     if not file.is_file():
         raise FieldError("file", f"no such file: {file}")
     try:
-        sha = file_sha256(file)
+        sha = file_digest(file, 64)
     except OSError as e:
         raise FieldError("file", f"cannot be read: {e.strerror or e}") from None
     if cfg.sha256 and cfg.sha256 != sha:
@@ -200,7 +196,9 @@ def _read(cfg: CheckpointConfig, shape: tuple[int, ...], device: torch.device) -
 
 def load(cfg: CheckpointConfig, shape: tuple[int, ...], device: torch.device) -> nn.Module:
     """The checkpoint as fmbench's v(x, t) in eval mode, checked on a probe batch."""
-    if Path(cfg.file).is_file() and file_sha256(Path(cfg.file)) != cfg.sha256:
+    if not Path(cfg.file).is_file():
+        raise CheckpointError(f"{cfg.file} is gone since the suite was read")
+    if file_digest(cfg.file, 64) != cfg.sha256:
         raise CheckpointError(f"{cfg.file} changed since the suite was read (sha256)")
     model = Adapted(_read(cfg, shape, device), cfg).eval()
     check_network(model, shape, device, cfg.file)

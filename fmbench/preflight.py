@@ -1,8 +1,9 @@
 """Pre-flight: what a suite needs from the machine, checked before anything trains.
 
 ``problems(suite)`` lists, for each thing missing, what is missing and the one command (or
-setting) that fixes it: image data roots and test files, the Inception weights of FID and KID,
-checkpoint files. ``devices(suite)`` says where the units will run. ``fmbench validate`` prints
+setting) that fixes it: image data roots and test files, the Inception weights of FID and KID
+(a checkpoint file is checked, and hashed, when the suite is read). ``devices(suite)`` says
+where the units will run. ``fmbench validate`` prints
 both; ``fmbench run``, ``fmbench eval`` and ``fmbench.run`` refuse to start (exit 2) while a
 problem remains, instead of training models whose FID then fails. (``run_suite`` itself keeps the
 per-case rule: a metric that fails mid-run fails its rows only.)
@@ -52,16 +53,9 @@ def _weights_problems(suite) -> list[str]:
     return []
 
 
-def _model_problems(suite) -> list[str]:
-    file = getattr(suite.model.options, "file", None)
-    if file and not Path(file).is_file():
-        return [f"model.file {file} is gone since the suite was read: restore it"]
-    return []
-
-
 def problems(suite) -> list[str]:
     """Everything the suite needs that this machine lacks, each with its fix (empty: ready)."""
-    return _data_problems(suite) + _weights_problems(suite) + _model_problems(suite)
+    return _data_problems(suite) + _weights_problems(suite)
 
 
 def devices(suite) -> str:

@@ -96,7 +96,7 @@ def edm_heun(func: Callable, y0: State, grid: torch.Tensor, keep: bool
     n = len(grid) - 1
     for i in range(n):
         t, t_next = grid[i], grid[i + 1]
-        h = (t_next - t).to(torch.float64)
+        h = t_next - t  # float64, as the grid
         d = func(t, y)
         y_next = _axpy(y, h, d)
         if i < n - 1:

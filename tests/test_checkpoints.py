@@ -15,9 +15,10 @@ import pytest
 import torch
 from torch import nn
 
-from fmbench.checkpoints import Adapted, CheckpointConfig, CheckpointError, file_sha256, load
+from fmbench.checkpoints import Adapted, CheckpointConfig, CheckpointError, load
 from fmbench.models import MLP, MODELS, ModelConfig
 from fmbench.runner import run_suite
+from fmbench.storage import file_digest
 from fmbench.suite import SuiteError, load_suite
 
 TRAIN = """
@@ -128,7 +129,7 @@ def test_checkpoint_scores_like_the_trained_model(trained, tmp_path, model):
     recorded = {json.dumps(json.loads(m)["options"], sort_keys=True) for m in rows["model"]}
     assert len(recorded) == 1
     options = json.loads(recorded.pop())
-    assert options["sha256"] == file_sha256(Path(suite.model.options.file))
+    assert options["sha256"] == file_digest(Path(suite.model.options.file), 64)
     assert options["format"] == suite.model.options.format
 
 
@@ -172,7 +173,8 @@ def test_pickled_objects_are_refused_and_do_not_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     torch.save({"ema_model": _Payload()}, tmp_path / "evil.pt")
     cfg = CheckpointConfig(file=str(tmp_path / "evil.pt"), format="state-dict", key="ema_model",
-                           network=ModelConfig("mlp"), sha256=file_sha256(tmp_path / "evil.pt"))
+                           network=ModelConfig("mlp"),
+                           sha256=file_digest(tmp_path / "evil.pt", 64))
     with pytest.raises(CheckpointError, match="not readable as weights only"):
         load(cfg, (2,), torch.device("cpu"))
     assert not (tmp_path / "PAYLOAD_RAN").exists()
@@ -270,6 +272,9 @@ def test_a_file_changed_after_the_suite_was_read_fails(tmp_path, trained):
     torch.jit.script(MLP(2, 16, 2)).save(str(f))  # other weights under the same name
     df = run_suite(suite, tmp_path / "out", cache_dir=tmp_path / "c")
     assert set(df["status"]) == {"failed"} and "changed since" in df["reason"].iloc[0]
+    f.unlink()
+    df = run_suite(suite, tmp_path / "out2", cache_dir=tmp_path / "c")
+    assert set(df["status"]) == {"failed"} and "is gone since" in df["reason"].iloc[0]
 
 
 def test_registered_kinds():
@@ -374,7 +379,7 @@ def test_eval_pins_the_file_keeps_foreign_files_and_refuses_odd_values(trained, 
             "--metrics", "nfe", "--eval-draws", "1", "--out", str(out)]
     assert main(base) == 0
     written = tomllib.loads((out / "suite.toml").read_text())
-    assert written["model"]["sha256"] == file_sha256(d / "net.ts")
+    assert written["model"]["sha256"] == file_digest(d / "net.ts", 64)
     assert main(["run", str(out / "suite.toml"), "--out", str(out), "--overwrite"]) == 0
     assert (out / "suite.toml").exists()  # the suite being run is the user's file now
     capsys.readouterr()
