@@ -36,13 +36,18 @@ STEM_MAX = 120  # file names from task names stay far below any file system's li
 
 
 def case_file_stem(case: Case) -> str:
-    """A safe file name for a case's samples: sanitised, bounded (long names keep a prefix and
-    a hash), always ending in ``-seed<N>``."""
-    base = re.sub(r"[^A-Za-z0-9_.@=-]+", "_", f"{case.task.name}-{path_label(case.path)}-"
-                  f"{case.solver.label()}").lstrip(".")
+    """A safe file name for a case's samples (:func:`sample_stem`)."""
+    return sample_stem(case.task.name, path_label(case.path), case.solver.label(), case.seed)
+
+
+def sample_stem(task: str, path: str, solver: str, seed: int) -> str:
+    """The file name of a case's samples from its task name, path and solver labels and seed
+    (as results rows carry them, so reports find the file): sanitised, bounded (long names keep
+    a prefix and a hash), always ending in ``-seed<N>``."""
+    base = re.sub(r"[^A-Za-z0-9_.@=-]+", "_", f"{task}-{path}-{solver}").lstrip(".")
     if len(base) > STEM_MAX:
         base = f"{base[:STEM_MAX - 13]}-{digest(base, 12)}"
-    return f"{base}-seed{case.seed}"
+    return f"{base}-seed{seed}"
 
 
 def save_sample_grid(file: Path, samples: torch.Tensor, n: int = 64) -> None:

@@ -144,11 +144,12 @@ def _print_run(suite, out: Path, table, console: Console) -> int:
     """The summary table, where the results are, and the failures; the exit code."""
     from rich.markup import escape
 
-    from fmbench.runner import summary_table
+    from fmbench.terminal import summary_tables
 
     df = table[table["case_id"].isin({c.case_id for c in suite.cases()})]
     if (df["status"] == "ok").any():
-        console.print(summary_table(df, title=f"{suite.name}: {len(suite.seeds)} seed(s)"))
+        console.print(summary_tables(df, f"{suite.name}: {len(suite.seeds)} seed(s)",
+                                     console.width))
     else:
         console.print(f"[red]{suite.name}: no metric has an ok value[/]")
     others = len(table) - len(df)

@@ -27,6 +27,7 @@ import pandas as pd
 
 from fmbench.compare import ResultsError, load_results, md_escape, read_run_json
 from fmbench.figures import (
+    Figure,
     figure_bars,
     figure_losses,
     figure_metric_vs_nfe,
@@ -35,9 +36,10 @@ from fmbench.figures import (
     meta_value,
 )
 from fmbench.results import ResultStore, atomic_write_text
-from fmbench.summary import ALPHA, TIE, best_marks, cell, interval_note, summarize
+from fmbench.summary import ALPHA, TIE, best_marks, cell, headers, interval_note, summarize
 
 FAILED_TITLE = "Failed or not applicable (why the tables show a dash)"
+INDEX_NAMES = {"path_label": "path", "solver_label": "solver"}  # rows' labels as tables say them
 SET_ASIDE_TITLE = "Set aside"
 
 
@@ -52,26 +54,31 @@ def _table(s: pd.DataFrame, index: list[str], columns: str, group_best: list[str
     s.loc[marks == "tie", "cell"] = TIE + s.loc[marks == "tie", "cell"]
     order_cols = list(dict.fromkeys(s[columns]))
     t = s.pivot_table(index=index, columns=columns, values="cell", aggfunc="first", sort=False)
-    return t[[c for c in order_cols if c in t.columns]].fillna("–")
+    t = t[[c for c in order_cols if c in t.columns]].fillna("–")
+    return t.rename_axis(index=[INDEX_NAMES.get(n, n) for n in t.index.names], columns=None)
 
 
 SAMPLE_COUNTED = ("fid", "fid_floor", "kid", "kid_std")  # biased in n or defined at n
 
 
-def _column_names(df: pd.DataFrame) -> dict[str, str]:
-    """Metric columns' names: FID/KID with the sample count behind them, e.g. ``fid (n=5000)``."""
+def _column_names(df: pd.DataFrame, s: pd.DataFrame) -> dict[str, str]:
+    """Metric columns' headers (:func:`fmbench.summary.header`: unit and direction); FID/KID with
+    the sample count behind them, e.g. ``fid (n=5000) ↓``."""
+    heads = headers(s)
     names = {}
     for m, g in df.groupby("metric", sort=False):
         counts = sorted(g["n_eval"].unique().tolist())
-        names[m] = f"{m} (n={'/'.join(map(str, counts))})" if m in SAMPLE_COUNTED else m
+        head = heads.get(m, m)
+        names[m] = head.replace(m, f"{m} (n={'/'.join(map(str, counts))})", 1) \
+            if m in SAMPLE_COUNTED else head
     return names
 
 
 def tables(df: pd.DataFrame, s: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """Titled tables (``s``: the summary of ``df`` when the caller has it); with no ok row at
     all, only the table of failures."""
-    s = (summarize(df) if s is None else s).assign(
-        column=lambda x: x["metric"].map(_column_names(df)))
+    s = summarize(df) if s is None else s
+    s = s.assign(column=s["metric"].map(_column_names(df, s)))
     out = {}
     if len(s):
         out["All metrics"] = _table(
@@ -94,8 +101,26 @@ def tables(df: pd.DataFrame, s: pd.DataFrame | None = None) -> dict[str, pd.Data
             .agg(metrics=("metric", lambda m: ", ".join(dict.fromkeys(m))),
                  seeds=("seeds", lambda v: ", ".join(sorted(set(v), key=int))),
                  draws=("draws", lambda v: ", ".join(sorted(set(v), key=int))))
-            .reset_index().set_index("task"))
+            .reset_index().set_index("task").rename(columns=INDEX_NAMES))
     return out
+
+
+def table_caption(title: str, s: pd.DataFrame) -> str:
+    """What a table of :func:`tables` shows (``s``: the summary behind it)."""
+    if title == FAILED_TITLE:
+        return ("Measurements whose status is failed or not_applicable, with the reason, the "
+                "metrics and the seeds and evaluation draws concerned.")
+    if title.startswith("Tong"):
+        metric = title.split(": ")[1].split()[0].lower()
+        hib = s.loc[s["metric"] == metric, "higher_is_better"]
+        way = "higher" if len(hib) and bool(hib.iloc[0]) else "lower"
+        return (f"{metric.upper()} ({way} is better) per task (columns) and path (rows), per "
+                "solver: the layout of Tong et al. (2024)'s 2D comparison.")
+    if title.startswith("Lipman"):
+        return ("Per task and solver, each path's bits/dim (or NLL), FID and NFE: the layout of "
+                "Lipman et al. (2023)'s Table 1.")
+    return ("Every task × path × solver with every metric; ↓ lower is better, ↑ higher is "
+            "better; columns without an arrow are floors (not ranked).")
 
 
 def _split_bold(v: object, ranked: bool) -> tuple[str, bool]:
@@ -142,8 +167,8 @@ def _inputs(results: Path, problems: list[str]) -> tuple[pd.DataFrame, dict, lis
 
 
 def _figures(df: pd.DataFrame, meta: dict, losses: list[dict], run_dir: Path | None,
-             folder: Path, problems: list[str]) -> list[Path]:
-    figs: list[Path] = []
+             folder: Path, problems: list[str]) -> list[Figure]:
+    figs: list[Figure] = []
     for metric in ("solver_mse", "fid", "w2"):
         figs += figure_metric_vs_nfe(df, metric, meta, folder)
     figs += figure_bars(df, meta, folder)
@@ -187,8 +212,9 @@ def _link(p: Path, folder: Path) -> str:
     return quote((p.relative_to(folder) if p.is_relative_to(folder) else p).as_posix())
 
 
-def _render_md(header: dict, reading: list[str], tabs: dict[str, pd.DataFrame], figs: list[Path],
-               grids: list[Path], folder: Path, problems: list[str]) -> str:
+def _render_md(header: dict, reading: list[str], tabs: dict[str, pd.DataFrame],
+               figs: list[Figure], grids: list[Figure], folder: Path, problems: list[str],
+               captions: dict[str, str]) -> str:
     """report.md; ``grids`` are linked from ``folder`` as ../samples/<name>."""
     parts = [f"# fmbench report: {md_escape(header['suite'])}", "",
              " · ".join(f"**{k}** {md_escape(v)}" for k, v in header.items()), "",
@@ -196,12 +222,16 @@ def _render_md(header: dict, reading: list[str], tabs: dict[str, pd.DataFrame], 
     if not _has_ok_tables(tabs):
         parts += ["No ok value: every measurement failed or was not applicable.", ""]
     for title, t in tabs.items():
-        parts += [f"## {md_escape(title)}", "", _markdown(t, ranked=title != FAILED_TITLE), ""]
+        parts += [f"## {md_escape(title)}", "", f"_{md_escape(captions[title])}_", "",
+                  _markdown(t, ranked=title != FAILED_TITLE), ""]
     if figs or grids:
         parts += ["## Figures", ""]
-        parts += [f"![{md_escape(p.stem)}]({_link(p, folder)})" for p in figs]
-        parts += [f"![{md_escape(g.stem)}](../samples/{quote(g.name)})" for g in grids]
-        parts += [""]
+        for f in figs:
+            parts += [f"![{md_escape(f.path.stem)}]({_link(f.path, folder)})", "",
+                      f"_{md_escape(f.caption)}_", ""]
+        for g in grids:
+            parts += [f"![{md_escape(g.path.stem)}](../samples/{quote(g.path.name)})", "",
+                      f"_{md_escape(g.caption)}_", ""]
     if problems:
         parts += [f"## {SET_ASIDE_TITLE}", "", "Unusable input, left out of the tables and figures:",
                   "", *[f"- {md_escape(p)}" for p in problems], ""]
@@ -213,14 +243,14 @@ def _has_ok_tables(tabs: dict[str, pd.DataFrame]) -> bool:
     return any(title != FAILED_TITLE for title in tabs)
 
 
-def _img(p: Path) -> str:
-    data = base64.b64encode(p.read_bytes()).decode()
-    return f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(p.stem)}">' \
-           f"<figcaption>{html.escape(p.stem)}</figcaption></figure>"
+def _img(f: Figure) -> str:
+    data = base64.b64encode(f.path.read_bytes()).decode()
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(f.path.stem)}">'
+            f"<figcaption>{html.escape(f.caption)}</figcaption></figure>")
 
 
 def _render_html(header: dict, reading: list[str], tabs: dict[str, pd.DataFrame],
-                 figs: list[Path], problems: list[str]) -> str:
+                 figs: list[Figure], problems: list[str], captions: dict[str, str]) -> str:
     suite = html.escape(str(header["suite"]))
     body = [f"<h1>fmbench report: {suite}</h1>",
             "<p>" + " · ".join(f"<b>{html.escape(k)}</b> {html.escape(json.dumps(v, default=str))}"
@@ -229,7 +259,9 @@ def _render_html(header: dict, reading: list[str], tabs: dict[str, pd.DataFrame]
     if not _has_ok_tables(tabs):
         body += ["<p>No ok value: every measurement failed or was not applicable.</p>"]
     for title, t in tabs.items():
-        body += [f"<h2>{html.escape(title)}</h2>", _bold_html(t, ranked=title != FAILED_TITLE)]
+        body += [f"<h2>{html.escape(title)}</h2>", f"<p class='caption'>"
+                 f"{html.escape(captions[title])}</p>", "<div class='scroll'>"
+                 + _bold_html(t, ranked=title != FAILED_TITLE) + "</div>"]
     if figs:
         body += ["<h2>Figures</h2>", *[_img(p) for p in figs]]
     if problems:
@@ -238,7 +270,8 @@ def _render_html(header: dict, reading: list[str], tabs: dict[str, pd.DataFrame]
                  + "</ul>"]
     style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:"
              "collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px}"
-             "img{max-width:100%}figure{display:inline-block;margin:6px}")
+             "img{max-width:100%}figure{display:inline-block;margin:6px}"
+             ".scroll{overflow-x:auto;max-width:100%}.caption{color:#444;font-size:13px}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>fmbench {suite}</title>"
             f"<style>{style}</style></head><body>{''.join(body)}</body></html>")
 
@@ -261,18 +294,19 @@ def build(results: str | Path, fmt: str = "md", out: str | Path | None = None,
     run_dir = results if results.is_dir() else None
     folder = Path(out) if out else (run_dir or results.parent) / "report"
     figs = _figures(df, meta, losses, run_dir, folder, problems)
-    grids = image_grids(run_dir, problems) if run_dir is not None else []
+    grids = image_grids(run_dir, df, problems) if run_dir is not None else []
     summary = summarize(df)
     tabs = tables(df, summary)
+    captions = {title: table_caption(title, summary) for title in tabs}
     header = _header(meta, df, len(problems))
     reading = _reading(summary)
     if fmt == "md":
         linked = grids if run_dir is not None and folder == run_dir / "report" else []
         path, text = folder / "report.md", _render_md(header, reading, tabs, figs, linked, folder,
-                                                      problems)
+                                                      problems, captions)
     else:
         path, text = folder / "report.html", _render_html(header, reading, tabs, figs + grids,
-                                                          problems)
+                                                          problems, captions)
     atomic_write_text(path, text)
     return path
 

@@ -19,8 +19,6 @@ from pathlib import Path
 
 import pandas as pd
 from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from fmbench import plan
 from fmbench.cache import CACHE_ORPHAN_AGE_S, default_cache_dir
@@ -31,11 +29,10 @@ from fmbench.progress import RunProgress
 from fmbench.results import RunError, environment, git_commit
 from fmbench.session import ResultsSession
 from fmbench.storage import StorageError, remove_orphans
-from fmbench.summary import ALPHA, TIE, best_marks, cell, counts_note, interval_note, summarize
 from fmbench.tasks import kind_of
 from fmbench.work import UnitJob
 
-__all__ = ["RunError", "StorageError", "run_suite", "summary_table"]
+__all__ = ["RunError", "StorageError", "run_suite"]
 
 log = logging.getLogger("fmbench")
 
@@ -113,33 +110,3 @@ def _add_times(meta: dict, timings: dict[str, float]) -> None:
     total = meta.setdefault("time_s", {})
     for what, sec in timings.items():
         total[what] = round(total.get(what, 0.0) + sec, 3)
-
-
-def summary_table(df: pd.DataFrame, title: str = "") -> Table:
-    """Rich table: one row per task × path × solver, one column per metric (fmbench.summary's
-    cells: mean ± 95% CI half-width (seeds×draws); best within a task in bold, ties marked ≈)."""
-    s = summarize(df)
-    s["cell"] = [cell(r, show_n=False) for _, r in s.iterrows()]
-    marks = best_marks(s, ["task", "metric"])
-    metrics = list(dict.fromkeys(s["metric"]))
-    table = Table(title=title)
-    for col in ("task", "path", "solver"):
-        table.add_column(col)
-    for m in metrics:
-        table.add_column(m, justify="right")
-    failed = df[df["status"] == "failed"]
-    for (task, path, solver), grp in s.groupby(["task", "path_label", "solver_label"], sort=False):
-        by = {r["metric"]: (escape(r["cell"]), marks[i]) for i, r in grp.iterrows()}
-        cells = []
-        for m in metrics:
-            text, mark = by.get(m, ("–", ""))
-            cells.append(f"[bold]{text}[/]" if mark == "best" else
-                         f"{TIE}{text}" if mark == "tie" else text)
-        table.add_row(escape(task), escape(path), escape(solver), *cells)
-    notes = [interval_note(s), f"seeds × draws: {counts_note(s)}"] if len(s) else []
-    notes.append(f"bold: best of its task, separated from the others (paired test, "
-                 f"alpha {ALPHA}); {TIE}: tied for best")
-    if len(failed):
-        notes.append(f"{failed['case_id'].nunique()} case(s) with failed metrics; see results")
-    table.caption = "\n".join(notes)
-    return table

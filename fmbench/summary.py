@@ -50,14 +50,15 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     """One row per task × path × solver × metric over ok rows: ``mean``, ``se``, ``half`` (95%
     CI half-width), ``sd`` (of the per-draw means over draws for floors, of the per-seed means
     over seeds otherwise), ``n_seeds``, ``n_draws``, ``covers`` (which noise the interval
-    covers), ``role``, ``higher_is_better`` and ``table`` (the seed × draw values)."""
-    cols = [*GROUP, "mean", "se", "half", "sd", "n_seeds", "n_draws", "covers", "role",
+    covers), ``role``, ``unit``, ``higher_is_better`` and ``table`` (the seed × draw values)."""
+    cols = [*GROUP, "mean", "se", "half", "sd", "n_seeds", "n_draws", "covers", "role", "unit",
             "higher_is_better", "table"]
     ok = df[df["status"] == "ok"].copy()
     if ok.empty:
         return pd.DataFrame(columns=cols)
     ok["value"] = ok["value"].astype(float)
     hib = ok.groupby("metric")["higher_is_better"].first().astype(str) == "True"
+    units = ok.groupby("metric")["unit"].first().fillna("").astype(str)
     out = []
     for key, g in ok.groupby(GROUP, sort=False):
         t = value_table(g)
@@ -67,9 +68,25 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
         out.append({**dict(zip(GROUP, key, strict=True)), "mean": est.mean, "se": est.se,
                     "half": est.half_width(LEVEL), "sd": float(spread.std(ddof=1)) if len(spread) > 1
                     else math.nan, "n_seeds": est.n_seeds, "n_draws": est.n_draws,
-                    "covers": est.covers, "role": role, "higher_is_better": bool(hib[key[-1]]),
+                    "covers": est.covers, "role": role, "unit": units[key[-1]],
+                    "higher_is_better": bool(hib[key[-1]]),
                     "table": t})
     return pd.DataFrame(out, columns=cols)
+
+
+def header(metric: str, unit: str, higher_is_better: bool, role: str) -> str:
+    """A metric's column header in every table: its name, unit in brackets and direction, e.g.
+    ``nll [nats] ↓``, ``w2 ↓``; a floor has no direction (it is not a score)."""
+    unit = f" [{unit}]" if unit and unit != "nan" else ""
+    arrow = "" if role == "floor" else " ↑" if higher_is_better else " ↓"
+    return f"{metric}{unit}{arrow}"
+
+
+def headers(s: pd.DataFrame) -> dict[str, str]:
+    """:func:`header` of every metric of a summary, by metric name."""
+    first = s.drop_duplicates("metric")
+    return {r.metric: header(r.metric, r.unit, bool(r.higher_is_better), r.role)
+            for r in first.itertuples()}
 
 
 def _with_error(mean: float, err: float) -> tuple[str, str]:

@@ -10,6 +10,7 @@ import pytest
 
 from fmbench.cli import main
 from fmbench.compare import load_results, md_escape
+from fmbench.figures import sample_panels
 from fmbench.report import build, tables
 from fmbench.runner import run_suite
 from fmbench.suite import load_suite
@@ -30,7 +31,10 @@ def test_tables_have_expected_rows_and_columns(small_run):
     t = tables(df)
     full = t["All metrics"]
     assert len(full) == 2 * 3  # paths × solver configs
-    assert {"w2", "w2_floor", "npe", "nll", "nfe", "solver_mse"} <= set(full.columns)
+    # headers carry unit and direction; a floor is not ranked, so it has no arrow
+    assert {"w2 ↓", "w2_floor", "npe ↓", "nll [nats] ↓", "nfe [evals] ↓", "solver_mse ↓"} <= set(
+        full.columns)
+    assert list(full.index.names) == ["task", "path", "solver"]
     w2 = t["Tong et al. layout: W2 per task"]
     assert list(w2.columns) == ["N->8gaussians"] and len(w2) == 6
     # per solver configuration: one bold best, or no bold and the best tied with another
@@ -47,9 +51,11 @@ def test_markdown_and_html_reports(small_run, tmp_path):
     assert "# fmbench report: tiny" in text and "## Tong et al. layout: W2 per task" in text
     figs = {p.name for p in md.parent.glob("*.png")}
     assert {"solver_mse_vs_nfe_N-_8gaussians.png", "w2_vs_nfe_N-_8gaussians.png",
-            "w2_bars.png", "npe_bars.png", "loss_N-_8gaussians.png", "samples_2d.png"} <= figs
+            "w2_bars.png", "npe_bars.png", "loss_N-_8gaussians.png", "samples_N-_8gaussians.png"} <= figs
     for name in figs:
         assert f"({name})" in text
+    # every figure and table has a caption saying what it shows
+    assert text.count("\n_") >= len(figs) + 3 and "one line per path (colour and marker)" in text
     assert main(["report", str(small_run), "--format", "html", "--out", str(tmp_path)]) == 0
     page = (tmp_path / "report.html").read_text()
     assert page.count("data:image/png;base64,") == len(figs) and "<table>" in page
@@ -119,7 +125,8 @@ class _Payload:
 
 def test_damaged_side_files_are_set_aside(run_copy, tmp_path, capsys):
     losses = sorted((run_copy / "losses").glob("*.json"))
-    npz = sorted((run_copy / "samples").glob("*seed0.npz"))
+    df = load_results(run_copy)
+    npz = [p.file for p in sample_panels(run_copy, df, ".npz")]  # the files the report reads
     _truncate(losses[0])
     (losses[1]).write_text('{"task": "t", "path_label": "p", "seed": 0, "losses": [[1, "x"]]}')
     _truncate(npz[0])
@@ -128,9 +135,10 @@ def test_damaged_side_files_are_set_aside(run_copy, tmp_path, capsys):
              trajectories=np.zeros((2, 2, 2)), test=np.zeros((2, 2)))
     np.savez(npz[2], samples=np.zeros((4, 3)), trajectories=np.zeros((2, 4, 2)),
              test=np.zeros((4, 2)))  # readable but not 2D
-    (run_copy / "samples" / "grid.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    grid = run_copy / "samples" / (npz[3].stem + ".png")  # as an image case's grid is named
+    grid.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
     (run_copy / "run.json").write_text('{"suite": "tiny", "git": {"comm')
-    damaged = [losses[0], losses[1], npz[0], npz[1], npz[2], run_copy / "samples" / "grid.png",
+    damaged = [losses[0], losses[1], npz[0], npz[1], npz[2], grid,
                run_copy / "run.json"]
     assert main(["report", str(run_copy)]) == 0
     folder = run_copy / "report"
@@ -144,8 +152,9 @@ def test_damaged_side_files_are_set_aside(run_copy, tmp_path, capsys):
     assert len(err) == len(damaged) and all(ln.startswith("warning: set aside: ") for ln in err)
     # what is valid still renders: the tables, the other losses and samples
     assert "## Tong et al. layout: W2 per task" in text and "**commit** unknown" in text
-    assert {"loss_N-_8gaussians.png", "samples_2d.png"} <= {p.name for p in folder.glob("*.png")}
-    assert "grid" not in text.split("## Set aside")[0]
+    assert {"loss_N-_8gaussians.png", "samples_N-_8gaussians.png"} <= {
+        p.name for p in folder.glob("*.png")}
+    assert grid.name not in text.split("## Set aside")[0]
     assert main(["report", str(run_copy), "--format", "html", "--out", str(tmp_path / "h")]) == 0
     page = (tmp_path / "h" / "report.html").read_text()
     assert "<h2>Set aside</h2>" in page and page.count("<li>") == len(damaged)
