@@ -162,7 +162,7 @@ def _save(fig, folder: Path, name: str, caption: str) -> Figure:
 
 
 def _nfe_of(df: pd.DataFrame) -> pd.Series:
-    """Mean NFE by (task, path, solver) (and by seed when ``by_seed``)."""
+    """Mean NFE by (task, path, solver) over ok rows."""
     return df[(df["metric"] == "nfe") & (df["status"] == "ok")].assign(
         value=lambda x: x["value"].astype(float)).groupby(
         ["task", "path_label", "solver_label"])["value"].mean()

@@ -74,25 +74,36 @@ def _column_names(df: pd.DataFrame, s: pd.DataFrame) -> dict[str, str]:
     return names
 
 
-def tables(df: pd.DataFrame, s: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+def tables(df: pd.DataFrame, s: pd.DataFrame | None = None,
+           captions: dict[str, str] | None = None) -> dict[str, pd.DataFrame]:
     """Titled tables (``s``: the summary of ``df`` when the caller has it); with no ok row at
-    all, only the table of failures."""
+    all, only the table of failures. ``captions``, when given, receives what each table shows."""
     s = summarize(df) if s is None else s
     s = s.assign(column=s["metric"].map(_column_names(df, s)))
+    captions = {} if captions is None else captions
     out = {}
     if len(s):
         out["All metrics"] = _table(
             s, ["task", "path_label", "solver_label"], "column", ["task"])
-    if {"w2", "npe"} & set(s["metric"]):
-        for metric in ("w2", "npe"):
-            sub = s[s["metric"] == metric]
-            if len(sub):
-                out[f"Tong et al. layout: {metric.upper()} per task"] = _table(
-                    sub, ["solver_label", "path_label"], "task", ["solver_label"])
+        captions["All metrics"] = (
+            "Every task × path × solver with every metric; ↓ lower is better, ↑ higher is "
+            "better; columns without an arrow are floors (not ranked).")
+    for metric in ("w2", "npe"):
+        sub = s[s["metric"] == metric]
+        if len(sub):
+            title = f"Tong et al. layout: {metric.upper()} per task"
+            out[title] = _table(sub, ["solver_label", "path_label"], "task", ["solver_label"])
+            way = "higher" if bool(sub["higher_is_better"].iloc[0]) else "lower"
+            captions[title] = (f"{metric.upper()} ({way} is better) per task (columns) and path "
+                               "(rows), per solver: the layout of Tong et al. (2024)'s 2D "
+                               "comparison.")
     img = s[s["metric"].isin(["bpd", "nll", "fid", "nfe"])]
     if {"fid", "bpd"} & set(img["metric"]):
-        out["Lipman et al. Table 1 layout: bits/dim, FID, NFE per path"] = _table(
+        title = "Lipman et al. Table 1 layout: bits/dim, FID, NFE per path"
+        out[title] = _table(
             img, ["task", "solver_label", "path_label"], "column", ["task", "solver_label"])
+        captions[title] = ("Per task and solver, each path's bits/dim (or NLL), FID and NFE: "
+                           "the layout of Lipman et al. (2023)'s Table 1.")
     bad = df[df["status"] != "ok"]
     if len(bad):  # a dash in the tables above is explained here, never silently dropped
         out[FAILED_TITLE] = (
@@ -102,25 +113,10 @@ def tables(df: pd.DataFrame, s: pd.DataFrame | None = None) -> dict[str, pd.Data
                  seeds=("seeds", lambda v: ", ".join(sorted(set(v), key=int))),
                  draws=("draws", lambda v: ", ".join(sorted(set(v), key=int))))
             .reset_index().set_index("task").rename(columns=INDEX_NAMES))
+        captions[FAILED_TITLE] = ("Measurements whose status is failed or not_applicable, with "
+                                  "the reason, the metrics and the seeds and evaluation draws "
+                                  "concerned.")
     return out
-
-
-def table_caption(title: str, s: pd.DataFrame) -> str:
-    """What a table of :func:`tables` shows (``s``: the summary behind it)."""
-    if title == FAILED_TITLE:
-        return ("Measurements whose status is failed or not_applicable, with the reason, the "
-                "metrics and the seeds and evaluation draws concerned.")
-    if title.startswith("Tong"):
-        metric = title.split(": ")[1].split()[0].lower()
-        hib = s.loc[s["metric"] == metric, "higher_is_better"]
-        way = "higher" if len(hib) and bool(hib.iloc[0]) else "lower"
-        return (f"{metric.upper()} ({way} is better) per task (columns) and path (rows), per "
-                "solver: the layout of Tong et al. (2024)'s 2D comparison.")
-    if title.startswith("Lipman"):
-        return ("Per task and solver, each path's bits/dim (or NLL), FID and NFE: the layout of "
-                "Lipman et al. (2023)'s Table 1.")
-    return ("Every task × path × solver with every metric; ↓ lower is better, ↑ higher is "
-            "better; columns without an arrow are floors (not ranked).")
 
 
 def _split_bold(v: object, ranked: bool) -> tuple[str, bool]:
@@ -296,8 +292,8 @@ def build(results: str | Path, fmt: str = "md", out: str | Path | None = None,
     figs = _figures(df, meta, losses, run_dir, folder, problems)
     grids = image_grids(run_dir, df, problems) if run_dir is not None else []
     summary = summarize(df)
-    tabs = tables(df, summary)
-    captions = {title: table_caption(title, summary) for title in tabs}
+    captions: dict[str, str] = {}
+    tabs = tables(df, summary, captions)
     header = _header(meta, df, len(problems))
     reading = _reading(summary)
     if fmt == "md":

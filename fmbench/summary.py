@@ -77,7 +77,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
 def header(metric: str, unit: str, higher_is_better: bool, role: str) -> str:
     """A metric's column header in every table: its name, unit in brackets and direction, e.g.
     ``nll [nats] ↓``, ``w2 ↓``; a floor has no direction (it is not a score)."""
-    unit = f" [{unit}]" if unit and unit != "nan" else ""
+    unit = f" [{unit}]" if unit else ""
     arrow = "" if role == "floor" else " ↑" if higher_is_better else " ↓"
     return f"{metric}{unit}{arrow}"
 
