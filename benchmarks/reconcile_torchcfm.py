@@ -3,7 +3,8 @@
     pip install -e ".[bench]"        # torchcfm 1.0.7
     python benchmarks/reconcile_torchcfm.py [--suite suites/toy2d.toml] \\
         [--tasks N->8gaussians moons->8gaussians] [--paths icfm otcfm] [--seeds 0 1 2 3 4] \\
-        [--steps N] [--out results/reconcile-torchcfm] [--shard I/K]
+        [--steps N] [--out results/reconcile-torchcfm] [--shard I/K] \\
+        [--sides fmbench torchcfm fmbench-replace]
 
 For every (task, path, seed) of the suite that the filters keep, two models are trained with the
 suite's protocol (network, initial weights, optimiser, batch size, steps):
@@ -18,6 +19,9 @@ suite's protocol (network, initial weights, optimiser, batch size, steps):
   from the exact plan (``sample_plan(replace=True)``: about 37% of the points repeat and as many
   go unused), where fmbench's ``exact-ot`` pairs by the plan's permutation (``replace = true`` on
   the path gives TorchCFM's pairing).
+- ``fmbench-replace`` (only with ``--sides``): fmbench's training with ``replace = true`` on the
+  OT-CFM path, i.e. TorchCFM's pairing in fmbench's loop (its own model key in the cache), to
+  test whether the pairing explains a difference between the first two.
 
 Both are scored by ``fmbench.work.score_case`` on the same evaluation draws (the suite's
 ``eval_draws``; 5 for 2D tasks), so evaluation noise is shared. Per (task, path) the script prints
@@ -50,7 +54,9 @@ from fmbench.uncertainty import crossed_mean, paired_difference
 from fmbench.work import UnitJob, score_case
 
 METRICS = ("w2", "npe")
-SIDES = ("fmbench", "torchcfm")
+SIDES = ("fmbench", "torchcfm", "fmbench-replace")
+# the comparisons the report prints, each (a, b) as a − b paired on the evaluation draws
+PAIRS = (("fmbench", "torchcfm"), ("fmbench-replace", "torchcfm"), ("fmbench", "fmbench-replace"))
 
 
 def torchcfm_model(unit, suite, data):
@@ -99,6 +105,22 @@ def score(job: UnitJob, unit, model, meta, data) -> dict[str, list[float]]:
     return out
 
 
+def with_replacement(suite):
+    """The suite with every OT-CFM path drawing its pairs i.i.d. from the plan (TorchCFM's way)."""
+    return replace(suite, paths=tuple(replace(p, replace=True) if p.name == "otcfm" else p
+                                      for p in suite.paths))
+
+
+def _train(side: str, unit, units_r: dict, suite, suite_r, data, cache: Path):
+    """(model, meta, cached) of one side of one unit."""
+    if side == "fmbench":
+        return trained_model(unit, suite, data, cache)
+    if side == "fmbench-replace":
+        c = unit.first
+        return trained_model(units_r[(c.task.name, c.path.name, c.seed)], suite_r, data, cache)
+    return (*torchcfm_model(unit, suite, data), False)
+
+
 def run(args, suite, rows_file: Path) -> None:
     done = set()
     if rows_file.exists():
@@ -108,20 +130,20 @@ def run(args, suite, rows_file: Path) -> None:
     units = [u for u in work_units(suite)
              if (not args.tasks or u.first.task.name in args.tasks)
              and (not args.paths or u.first.path.name in args.paths)]
+    suite_r = with_replacement(suite)
+    units_r = {(u.first.task.name, u.first.path.name, u.first.seed): u
+               for u in work_units(suite_r)}
     i, k = args.shard
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     for unit in units[i::k]:
         c = unit.first
         data = load_task(c.task)
-        for side in SIDES:
+        for side in args.sides:
             key = (c.task.name, c.path.name, c.seed, side)
-            if key in done:
+            if key in done or (side == "fmbench-replace" and c.path.name != "otcfm"):
                 continue
             t0 = time.perf_counter()
-            if side == "fmbench":
-                model, meta, cached = trained_model(unit, suite, data, cache)
-            else:
-                (model, meta), cached = torchcfm_model(unit, suite, data), False
+            model, meta, cached = _train(side, unit, units_r, suite, suite_r, data, cache)
             job = UnitJob(suite, str(Path(args.out) / side), str(cache))
             row = {"task": key[0], "path": key[1], "seed": key[2], "side": side,
                    "steps": suite.training.steps, "train_time": float(meta["train_time"]),
@@ -141,27 +163,28 @@ def report(rows_file: Path, markdown: bool = False) -> None:
     groups: dict[tuple, dict[str, dict[int, dict]]] = {}
     for r in rows:
         groups.setdefault((r["task"], r["path"]), {}).setdefault(r["side"], {})[r["seed"]] = r
-    head = ("task", "path", "metric", "seeds×draws", "fmbench", "torchcfm", "fmbench − torchcfm",
-            "p")
+    head = ("task", "path", "metric", "seeds×draws", "a", "b", "mean ± 95% CI of a",
+            "mean ± 95% CI of b", "a − b", "p")
     if markdown:
         print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     else:
-        print("\nmean ± 95% CI over seeds × evaluation draws; difference paired on the draws "
+        print("\nmean ± 95% CI over seeds × evaluation draws; a − b paired on the draws "
               "(its CI covers seeds and draws)")
-        print(f"{'task':18s} {'path':6s} {'metric':6s} {'n':>5s} {'fmbench':>18s} "
-              f"{'torchcfm':>18s} {'fmbench - torchcfm':>20s} {'p':>6s}")
+        print(f"{'task':18s} {'path':6s} {'metric':6s} {'n':>5s} {'a':>15s} {'b':>15s} "
+              f"{'a':>18s} {'b':>18s} {'a - b':>20s} {'p':>6s}")
     for (task, path), sides in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        seeds = sorted(set(sides.get("fmbench", {})) & set(sides.get("torchcfm", {})))
-        for m in METRICS if seeds else ():
-            a, b = ([sides[s][seed][m] for seed in seeds] for s in SIDES)
-            ea, eb, d = crossed_mean(a), crossed_mean(b), paired_difference(a, b)
-            cells = (task, path, m, f"{len(seeds)}x{len(a[0])}", _ci(ea), _ci(eb),
-                     f"{d.mean:+.4f} ± {d.half_width():.4f}", f"{d.p_value():.3f}")
-            if markdown:
-                print("| " + " | ".join(cells).replace("->", "→") + " |")
-            else:
-                print(f"{task:18s} {path:6s} {m:6s} {cells[3]:>5s} {cells[4]:>18s} "
-                      f"{cells[5]:>18s} {cells[6]:>20s} {cells[7]:>6s}")
+        for sa, sb in PAIRS:
+            seeds = sorted(set(sides.get(sa, {})) & set(sides.get(sb, {})))
+            for m in METRICS if seeds else ():
+                a, b = ([sides[s][seed][m] for seed in seeds] for s in (sa, sb))
+                ea, eb, d = crossed_mean(a), crossed_mean(b), paired_difference(a, b)
+                cells = (task, path, m, f"{len(seeds)}x{len(a[0])}", sa, sb, _ci(ea), _ci(eb),
+                         f"{d.mean:+.4f} ± {d.half_width():.4f}", f"{d.p_value():.3f}")
+                if markdown:
+                    print("| " + " | ".join(cells).replace("->", "→") + " |")
+                else:
+                    print(f"{task:18s} {path:6s} {m:6s} {cells[3]:>5s} {sa:>15s} {sb:>15s} "
+                          f"{cells[6]:>18s} {cells[7]:>18s} {cells[8]:>20s} {cells[9]:>6s}")
 
 
 def _shard(s: str) -> tuple[int, int]:
@@ -179,6 +202,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="*", help="default: the suite's")
     ap.add_argument("--steps", type=int, help="default: the suite's (20k for toy2d)")
     ap.add_argument("--out", default="results/reconcile-torchcfm")
+    ap.add_argument("--sides", nargs="*", default=list(SIDES[:2]), choices=SIDES,
+                    help="which trainings to run (default: fmbench torchcfm)")
     ap.add_argument("--cache-dir")
     ap.add_argument("--shard", type=_shard, default=(0, 1))
     ap.add_argument("--report", action="store_true", help="only print the table of rows.jsonl")
