@@ -329,11 +329,12 @@ def figure_losses(losses: list[dict], meta: dict, df: pd.DataFrame, folder: Path
     import matplotlib.pyplot as plt
 
     styles = Styles.of(df, [r["path_label"] for r in losses])
+    tasks = {r["task"] for r in losses}
     out = []
-    for task in dict.fromkeys(r["task"] for r in losses):
+    for task in [t for t in dict.fromkeys([*df["task"], *tasks]) if t in tasks]:  # suite order
         fig, ax = plt.subplots(figsize=(6.4, 4))
         recs = [r for r in losses if r["task"] == task and r["losses"]]
-        for path in dict.fromkeys(r["path_label"] for r in recs):
+        for path in [p for p in styles.paths if any(r["path_label"] == p for r in recs)]:
             colour = styles.paths[path][0]
             curves = [np.asarray(r["losses"], float) for r in recs if r["path_label"] == path]
             for c in curves:

@@ -17,15 +17,24 @@ Text from those files is escaped (Markdown: ``md_escape``; HTML: ``html.escape``
 
 from __future__ import annotations
 
-import base64
-import html
-import json
 from pathlib import Path
 from urllib.parse import quote
 
 import pandas as pd
 
+from fmbench import report_html
 from fmbench.compare import ResultsError, load_results, md_escape, read_run_json
+from fmbench.document import (
+    FAILED_TITLE,
+    MACHINE_TITLE,
+    SET_ASIDE_TITLE,
+    TIME_TITLE,
+    Document,
+    machine,
+    split_bold,
+    text,
+    time_split,
+)
 from fmbench.figures import (
     Figure,
     figure_bars,
@@ -38,9 +47,7 @@ from fmbench.figures import (
 from fmbench.results import ResultStore, atomic_write_text
 from fmbench.summary import ALPHA, TIE, best_marks, cell, headers, interval_note, summarize
 
-FAILED_TITLE = "Failed or not applicable (why the tables show a dash)"
 INDEX_NAMES = {"path_label": "path", "solver_label": "solver"}  # rows' labels as tables say them
-SET_ASIDE_TITLE = "Set aside"
 
 
 def _table(s: pd.DataFrame, index: list[str], columns: str, group_best: list[str] | None = None
@@ -119,22 +126,13 @@ def tables(df: pd.DataFrame, s: pd.DataFrame | None = None,
     return out
 
 
-def _split_bold(v: object, ranked: bool) -> tuple[str, bool]:
-    """A value cell's text and whether ``_table`` marked it best (only in ranked tables, whose
-    value cells are numbers formatted here: untrusted text never counts as a marker)."""
-    v = str(v)
-    if ranked and len(v) > 4 and v.startswith("**") and v.endswith("**"):
-        return v[2:-2], True
-    return v, False
-
-
 def _markdown(t: pd.DataFrame, ranked: bool = True) -> str:
     """A Markdown table: every cell escaped first, then best values bolded."""
     n_index = t.index.nlevels
     t = t.reset_index()
 
     def cell(i: int, v: object) -> str:
-        text, bold = _split_bold(v, ranked and i >= n_index)
+        text, bold = split_bold(v, ranked and i >= n_index)
         return f"**{md_escape(text)}**" if bold else md_escape(text)
 
     head = "| " + " | ".join(md_escape(c) for c in t.columns) + " |"
@@ -208,68 +206,43 @@ def _link(p: Path, folder: Path) -> str:
     return quote((p.relative_to(folder) if p.is_relative_to(folder) else p).as_posix())
 
 
-def _render_md(header: dict, reading: list[str], tabs: dict[str, pd.DataFrame],
-               figs: list[Figure], grids: list[Figure], folder: Path, problems: list[str],
-               captions: dict[str, str]) -> str:
-    """report.md; ``grids`` are linked from ``folder`` as ../samples/<name>."""
-    parts = [f"# fmbench report: {md_escape(header['suite'])}", "",
-             " · ".join(f"**{k}** {md_escape(v)}" for k, v in header.items()), "",
-             *[f"_{md_escape(line)}_" for line in reading], ""]
-    if not _has_ok_tables(tabs):
+def _md_figures(doc: Document, grids: list[Figure], folder: Path) -> list[str]:
+    """Figures linked from ``folder``; image grids (in the run's samples/) as ../samples/<name>."""
+    parts = ["## Figures", ""] if doc.figures or grids else []
+    for f in doc.figures:
+        parts += [f"![{md_escape(f.path.stem)}]({_link(f.path, folder)})", "",
+                  f"_{md_escape(f.caption)}_", ""]
+    for g in grids:
+        parts += [f"![{md_escape(g.path.stem)}](../samples/{quote(g.path.name)})", "",
+                  f"_{md_escape(g.caption)}_", ""]
+    return parts
+
+
+def _render_md(doc: Document, grids: list[Figure], folder: Path) -> str:
+    """report.md: the document, figures linked from ``folder`` (``_md_figures``)."""
+    parts = [f"# fmbench report: {md_escape(doc.suite)}", "",
+             " · ".join(f"**{md_escape(k)}** {md_escape(text(v))}"
+                        for k, v in doc.header.items()), "",
+             *[f"_{md_escape(line)}_" for line in doc.reading], ""]
+    if not doc.has_values:
         parts += ["No ok value: every measurement failed or was not applicable.", ""]
-    for title, t in tabs.items():
-        parts += [f"## {md_escape(title)}", "", f"_{md_escape(captions[title])}_", "",
+    for title, t in doc.tables.items():
+        parts += [f"## {md_escape(title)}", "", f"_{md_escape(doc.captions[title])}_", "",
                   _markdown(t, ranked=title != FAILED_TITLE), ""]
-    if figs or grids:
-        parts += ["## Figures", ""]
-        for f in figs:
-            parts += [f"![{md_escape(f.path.stem)}]({_link(f.path, folder)})", "",
-                      f"_{md_escape(f.caption)}_", ""]
-        for g in grids:
-            parts += [f"![{md_escape(g.path.stem)}](../samples/{quote(g.path.name)})", "",
-                      f"_{md_escape(g.caption)}_", ""]
-    if problems:
+    parts += _md_figures(doc, grids, folder)
+    if doc.machine:
+        parts += [f"## {MACHINE_TITLE}", "",
+                  *[f"- **{md_escape(k)}** {md_escape(text(v))}" for k, v in doc.machine.items()],
+                  ""]
+    if doc.time_split:
+        parts += [f"## {TIME_TITLE}", "", "_Seconds by stage, summed over every work unit of "
+                  "every session (units in parallel add up)._", "", "| stage | seconds | share |",
+                  "|---|---|---|", *[f"| {md_escape(k)} | {v:,.1f} | {share:.1%} |"
+                                     for k, v, share in doc.time_split], ""]
+    if doc.problems:
         parts += [f"## {SET_ASIDE_TITLE}", "", "Unusable input, left out of the tables and figures:",
-                  "", *[f"- {md_escape(p)}" for p in problems], ""]
+                  "", *[f"- {md_escape(p)}" for p in doc.problems], ""]
     return "\n".join(parts)
-
-
-def _has_ok_tables(tabs: dict[str, pd.DataFrame]) -> bool:
-    """Whether any table shows values (with no ok row, only the failures table is left)."""
-    return any(title != FAILED_TITLE for title in tabs)
-
-
-def _img(f: Figure) -> str:
-    data = base64.b64encode(f.path.read_bytes()).decode()
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(f.path.stem)}">'
-            f"<figcaption>{html.escape(f.caption)}</figcaption></figure>")
-
-
-def _render_html(header: dict, reading: list[str], tabs: dict[str, pd.DataFrame],
-                 figs: list[Figure], problems: list[str], captions: dict[str, str]) -> str:
-    suite = html.escape(str(header["suite"]))
-    body = [f"<h1>fmbench report: {suite}</h1>",
-            "<p>" + " · ".join(f"<b>{html.escape(k)}</b> {html.escape(json.dumps(v, default=str))}"
-                               for k, v in header.items()) + "</p>",
-            *[f"<p><em>{html.escape(line)}</em></p>" for line in reading]]
-    if not _has_ok_tables(tabs):
-        body += ["<p>No ok value: every measurement failed or was not applicable.</p>"]
-    for title, t in tabs.items():
-        body += [f"<h2>{html.escape(title)}</h2>", f"<p class='caption'>"
-                 f"{html.escape(captions[title])}</p>", "<div class='scroll'>"
-                 + _bold_html(t, ranked=title != FAILED_TITLE) + "</div>"]
-    if figs:
-        body += ["<h2>Figures</h2>", *[_img(p) for p in figs]]
-    if problems:
-        body += [f"<h2>{SET_ASIDE_TITLE}</h2><p>Unusable input, left out of the tables and "
-                 "figures:</p><ul>" + "".join(f"<li>{html.escape(p)}</li>" for p in problems)
-                 + "</ul>"]
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:"
-             "collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 6px}"
-             "img{max-width:100%}figure{display:inline-block;margin:6px}"
-             ".scroll{overflow-x:auto;max-width:100%}.caption{color:#444;font-size:13px}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>fmbench {suite}</title>"
-            f"<style>{style}</style></head><body>{''.join(body)}</body></html>")
 
 
 def build(results: str | Path, fmt: str = "md", out: str | Path | None = None,
@@ -295,29 +268,14 @@ def build(results: str | Path, fmt: str = "md", out: str | Path | None = None,
     captions: dict[str, str] = {}
     tabs = tables(df, summary, captions)
     header = _header(meta, df, len(problems))
-    reading = _reading(summary)
+    doc = Document(suite=str(header["suite"]), header=header, reading=_reading(summary),
+                   tables=tabs, captions=captions, figures=figs, machine=machine(meta),
+                   time_split=time_split(meta), problems=problems)
     if fmt == "md":
         linked = grids if run_dir is not None and folder == run_dir / "report" else []
-        path, text = folder / "report.md", _render_md(header, reading, tabs, figs, linked, folder,
-                                                      problems, captions)
+        path, text_ = folder / "report.md", _render_md(doc, linked, folder)
     else:
-        path, text = folder / "report.html", _render_html(header, reading, tabs, figs + grids,
-                                                          problems, captions)
-    atomic_write_text(path, text)
+        doc.figures = figs + grids
+        path, text_ = folder / "report.html", report_html.render(doc)
+    atomic_write_text(path, text_)
     return path
-
-
-def _bold_html(t: pd.DataFrame, ranked: bool = True) -> str:
-    """An HTML table: every cell escaped, best values (ranked tables only) in <b>."""
-    n_index = t.index.nlevels
-    t = t.reset_index()
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in t.columns)
-    rows = []
-    for row in t.itertuples(index=False):
-        cells = []
-        for i, v in enumerate(row):
-            text, bold = _split_bold(v, ranked and i >= n_index)
-            cells.append(f"<td><b>{html.escape(text)}</b></td>" if bold
-                         else f"<td>{html.escape(text)}</td>")
-        rows.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"

@@ -2,6 +2,7 @@
 damaged inputs are set aside, not fatal; untrusted text is escaped."""
 
 import os
+import platform
 import re
 import shutil
 
@@ -59,6 +60,15 @@ def test_markdown_and_html_reports(small_run, tmp_path):
     assert main(["report", str(small_run), "--format", "html", "--out", str(tmp_path)]) == 0
     page = (tmp_path / "report.html").read_text()
     assert page.count("data:image/png;base64,") == len(figs) and "<table>" in page
+    # a table of contents whose every link lands on a section, and every section is listed
+    toc = re.findall(r"<li><a href='#([^']+)'>", page.split("</nav>")[0])
+    assert toc == re.findall(r"<section id='([^']+)'>", page) and len(toc) >= 5
+    assert {"run", "all-metrics", "figures", "machine-and-versions", "where-the-time-went"} <= set(
+        toc)
+    # header and machine values as a reader writes them, not JSON: no quotes, no brackets
+    assert "<td>seeds</td><td>0, 1</td>" in page and "<td>suite</td><td>tiny</td>" in page
+    assert re.search(r"<td>torch</td><td>\d+\.\d+", page) and "&quot;" not in page
+    assert f"<td>python</td><td>{platform.python_version()}</td>" in page
 
 
 def test_failed_rows_are_explained_not_dropped(small_run):
@@ -157,7 +167,8 @@ def test_damaged_side_files_are_set_aside(run_copy, tmp_path, capsys):
     assert grid.name not in text.split("## Set aside")[0]
     assert main(["report", str(run_copy), "--format", "html", "--out", str(tmp_path / "h")]) == 0
     page = (tmp_path / "h" / "report.html").read_text()
-    assert "<h2>Set aside</h2>" in page and page.count("<li>") == len(damaged)
+    problems = page.split("<ul class='problems'>")[1].split("</ul>")[0]
+    assert "<h2>Set aside</h2>" in page and problems.count("<li>") == len(damaged)
 
 
 def test_truncated_results_csv_sets_rows_aside(run_copy, capsys):
