@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv as _csv
 import io
+import json
 import math
 import re
 from dataclasses import asdict, dataclass, field, replace
@@ -266,9 +267,10 @@ def classify(a: pd.DataFrame, b: pd.DataFrame, config: CompareConfig | None = No
         defs_a = ga[DEFINITION].astype(str).drop_duplicates()
         defs_b = gb[DEFINITION].astype(str).drop_duplicates()
         if len(defs_a) != 1 or len(defs_b) != 1 or not defs_a.iloc[0].equals(defs_b.iloc[0]):
-            diff = [c for c in DEFINITION if set(ga[c].astype(str)) != set(gb[c].astype(str))]
+            diff = [_definition_diff(c, ga, gb) for c in DEFINITION
+                    if set(ga[c].astype(str)) != set(gb[c].astype(str))]
             out.append(Comparison(key, label, metric, "not comparable",
-                                  note="differs in " + ", ".join(diff or ["definition"])))
+                                  note="differs in " + "; ".join(diff or ["definition"])))
             continue
         ta, tb = _values(ga), _values(gb)
         if ta.size == 0 or tb.size == 0:
@@ -288,6 +290,49 @@ def classify(a: pd.DataFrame, b: pd.DataFrame, config: CompareConfig | None = No
         out.append(_judge(key, label, metric, ta[common], tb[common],
                           bool(str(ga["higher_is_better"].iloc[0]) == "True"), cfg))
     return out
+
+
+def _flat(obj: object, prefix: str = "") -> dict[str, object]:
+    """A JSON object as dotted keys: {"training": {"steps": 600}} → {"training.steps": 600}."""
+    if isinstance(obj, dict) and obj:
+        return {k: v for key, val in obj.items()
+                for k, v in _flat(val, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: obj}
+
+
+def _definition_diff(column: str, ga: pd.DataFrame, gb: pd.DataFrame) -> str:
+    """What differs in one definition column between A and B, readably: for ``settings`` the
+    keys that differ with A's and B's value (from ``settings_json``; rows written before it was
+    stored show only the digests), for the other columns both values."""
+    def values(g: pd.DataFrame, c: str) -> list[str]:
+        return sorted({str(v) for v in g[c]}) if c in g.columns else []
+
+    va, vb = values(ga, column), values(gb, column)
+    if column == "settings":
+        ja, jb = (_stored(values(g, "settings_json")) for g in (ga, gb))
+        if ja and jb:
+            fa, fb = _flat(ja), _flat(jb)
+            keys = [k for k in dict.fromkeys([*fa, *fb]) if fa.get(k) != fb.get(k)]
+            if keys:
+                return "settings: " + ", ".join(
+                    f"{k} {_show(fa.get(k, '(unset)'))} → {_show(fb.get(k, '(unset)'))}"
+                    for k in keys)
+        return (f"settings (digest {'/'.join(va)} → {'/'.join(vb)}; rows written before the "
+                "settings_json column hold only the digest: rerun to see which keys)")
+    return f"{column} {'/'.join(va)} → {'/'.join(vb)}"
+
+
+def _stored(texts: list[str]) -> dict | None:
+    """The one non-empty JSON object a group's rows hold in a column, else None."""
+    try:
+        doc = json.loads(texts[0]) if len(texts) == 1 else None
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) and doc else None
+
+
+def _show(v: object) -> str:
+    return json.dumps(v, default=str) if not isinstance(v, str) else v
 
 
 def _values(g: pd.DataFrame) -> pd.DataFrame:

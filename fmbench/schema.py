@@ -17,12 +17,13 @@ ROW_COLUMNS = [
     "path_params", "coupling", "objective", "solver", "solver_label", "solver_params", "seed",
     "draw", "n_eval", "settings", "metric", "value", "unit", "higher_is_better", "metric_version",
     "metric_params",
-    "status", "reason", "model",
+    "status", "reason", "model", "settings_json",
 ]
 # columns added without a schema change: a row written before them reads with this default
-OPTIONAL_COLUMNS = {"model": "{}"}  # model: JSON, the model kind and its settings
+# model: JSON, the model kind and its settings; settings_json: what the ``settings`` digest hashes
+OPTIONAL_COLUMNS = {"model": "{}", "settings_json": "{}"}
 STATUSES = ("ok", "failed", "not_applicable")
-JSON_COLUMNS = ("path_params", "solver_params", "metric_params", "model")
+JSON_COLUMNS = ("path_params", "solver_params", "metric_params", "model", "settings_json")
 INT_COLUMNS = ("schema_version", "seed", "draw", "n_eval", "metric_version")
 NON_EMPTY = ("task", "source", "target", "path", "objective", "coupling", "solver", "metric", "suite",
              "path_label", "solver_label", "status", "higher_is_better", *INT_COLUMNS)

@@ -63,11 +63,17 @@ def failed(names: tuple[str, ...], reason: str) -> Values:
     return {n: (float("nan"), "failed", reason) for n in names}
 
 
-def settings_digest(suite: Suite, case: Case) -> str:
+def settings(suite: Suite, case: Case) -> dict:
     """What else defines a number: task options (as written), model, training, data seed. Rows
-    from runs that differ here are 'not comparable' in compare/check (code version excluded)."""
-    return digest({"task_options": case.task.options, "model": asdict(suite.model),
-                   "training": asdict(suite.training), "data_seed": suite.data_seed}, 12)
+    from runs that differ here are 'not comparable' in compare/check (code version excluded);
+    rows store them readably (``settings_json``) so check can name what differs."""
+    return {"task_options": case.task.options, "model": asdict(suite.model),
+            "training": asdict(suite.training), "data_seed": suite.data_seed}
+
+
+def settings_digest(suite: Suite, case: Case) -> str:
+    """The row's ``settings``: a digest of :func:`settings`."""
+    return digest(settings(suite, case), 12)
 
 
 def case_rows(suite: Suite, case: Case, draws: list[Values]) -> list[dict]:
@@ -83,6 +89,7 @@ def case_rows(suite: Suite, case: Case, draws: list[Values]) -> list[dict]:
         "solver": case.solver.method, "solver_label": case.solver.label(),
         "solver_params": json.dumps(case.solver.params(), sort_keys=True), "seed": case.seed,
         "n_eval": suite.metrics.n_eval, "settings": settings_digest(suite, case),
+        "settings_json": json.dumps(settings(suite, case), sort_keys=True, default=str),
         "model": json.dumps(asdict(suite.model), sort_keys=True, default=str),
     }
     rows = []

@@ -97,7 +97,8 @@ def test_markdown_snapshot():
     assert lines[4] == ("| N-&gt;8gaussians / icfm / eulerx100 | acc | worse | "
                         "0.5 (3×1) | 0.3 (3×1) | -40.0% | Welch over seeds (1 draw); covers "
                         "seeds |")
-    assert "| not comparable |" in md and "differs in metric_params, n_eval" in md
+    assert "| not comparable |" in md
+    assert 'differs in metric_params {"n_eval": 500} → {"n_eval": 1000}; n_eval 500 → 1000' in md
 
 
 def _write(tmp_path, name, df, suite_check=None):
@@ -133,9 +134,33 @@ def test_check_exit_codes(tmp_path, capsys):
 def test_different_training_settings_are_not_comparable():
     a = frame(rows("icfm", "w2", [1.0, 1.0, 1.0])).assign(settings="aaa")
     b = frame(rows("icfm", "w2", [2.0, 2.0, 2.0])).assign(settings="bbb")
-    (c,) = classify(a, b)
-    assert c.status == "not comparable" and "settings" in c.note
+    (c,) = classify(a, b)  # rows without settings_json (written before it): the digests
+    assert c.status == "not comparable" and "settings (digest aaa → bbb;" in c.note
     assert len(merge([a, b])) == 6  # different measurements: both kept
+    # with the settings stored readably, the note names each key that differs and both values
+    common = {"data_seed": 1, "model": {"kind": "mlp", "options": {"width": 64}}}
+    ja = json.dumps({**common, "training": {"steps": 600, "lr": 0.001}})
+    jb = json.dumps({**common, "training": {"steps": 1200, "lr": 0.001}, "task_options": {"k": 1}})
+    (c,) = classify(a.assign(settings_json=ja), b.assign(settings_json=jb))
+    assert c.note == "differs in settings: training.steps 600 → 1200, task_options.k (unset) → 1"
+
+
+def test_check_names_the_setting_that_differs(tmp_path, capsys):
+    """End to end: a suite run twice with another step count; check says which key changed."""
+    from fmbench.runner import run_suite
+    from fmbench.suite import load_suite
+    from tests.conftest import TINY
+
+    suite = TINY.replace('[[path]]\nname = "otcfm"\n', "").replace("nfe = 8", "nfe = 4")
+    for name, steps in (("a", 30), ("b", 40)):
+        f = tmp_path / f"{name}.toml"
+        f.write_text(suite.replace("steps = 30", f"steps = {steps}"))
+        run_suite(load_suite(f), tmp_path / name, cache_dir=tmp_path / "cache")
+    capsys.readouterr()
+    assert main(["check", str(tmp_path / "b"), "--baseline", str(tmp_path / "a")]) == 2
+    out = capsys.readouterr().out
+    assert "nothing comparable" in out and "digest" not in out
+    assert "every row differs in settings: training.steps 30 → 40" in out
 
 
 def test_schema_version_refusal(tmp_path):
