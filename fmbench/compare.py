@@ -59,10 +59,9 @@ def _parse_row(header: list[str], fields: list[str], complete: bool) -> dict:
     """One CSV record as typed values, or BadRow naming the column and what is wrong."""
     if len(fields) != len(header):
         raise BadRow(f"{len(fields)} fields where the header has {len(header)} (cut short?)")
-    row = parse_row(dict(zip(header, fields, strict=True)))
-    if not complete:
+    if not complete:  # before parsing: a cut row fails in whichever cell the cut fell
         raise BadRow("the last line has no line end (file cut short?)")
-    return row
+    return parse_row(dict(zip(header, fields, strict=True)))
 
 
 def _csv_file(path: str | Path) -> Path:

@@ -51,6 +51,11 @@ def text(v: object) -> str:
     return str(v)
 
 
+def seconds(v: float) -> str:
+    """A duration in seconds at a useful precision: 13,205 · 40.3 · 0.114."""
+    return f"{v:,.0f}" if v >= 100 else f"{v:.1f}" if v >= 1 else f"{v:.3f}"
+
+
 def split_bold(v: object, ranked: bool) -> tuple[str, bool]:
     """A value cell's text and whether the table marked it best (``**…**``; only in ranked
     tables, whose value cells are numbers formatted by fmbench: untrusted text never counts)."""

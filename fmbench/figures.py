@@ -205,9 +205,13 @@ def _noise(s: pd.DataFrame) -> str:
     n = s[s["role"] != "floor"]
     if n.empty:
         return ""
-    covers = "; ".join(dict.fromkeys(n["covers"]))
-    return (f"Error bars: {LEVEL:.0%} confidence interval over {covers} "
-            f"(seeds × draws {int(n['n_seeds'].max())}×{int(n['n_draws'].max())}).")
+    covers = n["covers"].mode().iloc[0]
+    fewer = {"draws": "one seed", "seeds": "one draw", "nothing": "one value"}
+    others = [f"over {c} only where {fewer[c]} is behind a point"
+              for c in dict.fromkeys(n["covers"]) if c != covers and c in fewer]
+    return (f"Error bars: {LEVEL:.0%} confidence interval over {covers}, seeds × draws "
+            f"{int(n['n_seeds'].max())}×{int(n['n_draws'].max())}"
+            + (f" ({'; '.join(others)})" if others else "") + ".")
 
 
 def _nfe_points(tsub: pd.DataFrame, nfe: pd.Series, styles: Styles, task: str) -> pd.DataFrame:
@@ -256,8 +260,8 @@ def figure_metric_vs_nfe(df: pd.DataFrame, metric: str, meta: dict, folder: Path
                   + ([_floor_handle()] if floor else []), title="solver", fontsize=7,
                   title_fontsize=7, loc="lower left", bbox_to_anchor=(1.02, 0))
         _footer(fig, meta, df)
-        caption = (f"{metric} ({head}) against the number of function evaluations on {task}: one "
-                   "line per path (colour and marker) and solver (line style); "
+        caption = (f"{head} against the number of function evaluations on {task}: one "
+                   "line per path (colour and marker) and solver (line style). "
                    + _noise(tsub) + (" Grey band: the sampling floor (mean ± sd over draws)."
                                      if floor else ""))
         out.append(_save(fig, folder, f"{metric}_vs_nfe_{_slug(task)}", caption))
@@ -314,7 +318,7 @@ def figure_bars(df: pd.DataFrame, meta: dict, folder: Path) -> list[Figure]:
                                                       f" ({_plain(solvers[0])})"), fontsize=10)
         fig.tight_layout()
         _footer(fig, meta, df)
-        caption = (f"{metric.upper()} ({headers(s)[metric]}) per task and path"
+        caption = (f"{headers(s)[metric]} per task and path"
                    + (" (hatch: solver)" if len(solvers) > 1 else f", solver {solvers[0]}")
                    + "; each panel has its own scale. " + _noise(sub)
                    + (" Grey band: the sampling floor (mean ± sd over draws)." if floors else ""))

@@ -31,6 +31,7 @@ from fmbench.document import (
     TIME_TITLE,
     Document,
     machine,
+    seconds,
     split_bold,
     text,
     time_split,
@@ -237,7 +238,7 @@ def _render_md(doc: Document, grids: list[Figure], folder: Path) -> str:
     if doc.time_split:
         parts += [f"## {TIME_TITLE}", "", "_Seconds by stage, summed over every work unit of "
                   "every session (units in parallel add up)._", "", "| stage | seconds | share |",
-                  "|---|---|---|", *[f"| {md_escape(k)} | {v:,.1f} | {share:.1%} |"
+                  "|---|---|---|", *[f"| {md_escape(k)} | {seconds(v)} | {share:.1%} |"
                                      for k, v, share in doc.time_split], ""]
     if doc.problems:
         parts += [f"## {SET_ASIDE_TITLE}", "", "Unusable input, left out of the tables and figures:",

@@ -17,6 +17,7 @@ from fmbench.document import (
     SET_ASIDE_TITLE,
     TIME_TITLE,
     Document,
+    seconds,
     split_bold,
     text,
 )
@@ -97,7 +98,7 @@ def _figure(f: Figure, anchor: str) -> str:
 
 
 def _time_table(doc: Document) -> str:
-    rows = "".join(f"<tr><td class='label'>{html.escape(k)}</td><td>{s:,.1f}</td>"
+    rows = "".join(f"<tr><td class='label'>{html.escape(k)}</td><td>{seconds(s)}</td>"
                    f"<td>{share:.1%}</td></tr>" for k, s, share in doc.time_split)
     return ("<p class='caption'>Seconds by stage, summed over every work unit of every session "
             "(units that ran in parallel add up, so the total can exceed the wall time).</p>"

@@ -160,17 +160,27 @@ def best_marks(s: pd.DataFrame, by: list[str], alpha: float = ALPHA) -> pd.Serie
 
 
 def interval_note(s: pd.DataFrame) -> str:
-    """One sentence on what the ± of these rows covers (which noise, for which metrics)."""
+    """One sentence on what the ± of these rows covers (which noise, for which metrics: a
+    metric's every value, or only its values with one seed or one draw behind them)."""
     rows = s[s["role"] != "floor"]
-    by = rows.groupby("covers", sort=False)["metric"].agg(lambda m: list(dict.fromkeys(m)))
     common = rows["covers"].mode().iloc[0] if len(rows) else "nothing"
-    parts = [f"{_NOISE[common]}"] + [f"{_NOISE[c]} for {', '.join(m)}"
-                                      for c, m in by.items() if c != common]
+    parts = [f"{_NOISE[common]}"]
+    for c in [c for c in dict.fromkeys(rows["covers"]) if c != common]:
+        where = []
+        for m, g in rows.groupby("metric", sort=False):
+            if (g["covers"] == c).all():
+                where.append(m)
+            elif (g["covers"] == c).any():
+                where.append(f"{m} where {_FEWER[c]}")
+        parts.append(f"{_NOISE[c]} for {', '.join(where)}")
     return (f"mean ± half-width of the {LEVEL:.0%} confidence interval (t, crossed seeds × "
             f"evaluation draws), covering {'; '.join(parts)}; (S×R) = seeds × evaluation draws "
             "behind the mean; floors: mean (sd over pairs of draws)")
 
 
+_FEWER = {"draws": "one seed is behind the value (1×R)",
+          "seeds": "one draw is behind the value (S×1)",
+          "nothing": "one value is behind it (1×1)", "seeds and draws": "more are behind it"}
 _NOISE = {"seeds and draws": "training-seed and evaluation-draw noise",
           "seeds": "training-seed noise only", "draws": "evaluation-draw noise only",
           "nothing": "no noise (one value: no interval)"}
