@@ -33,8 +33,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from fmbench.metrics import metric_role
 from fmbench.schema import SCHEMA_VERSION, BadRow, parse_row
-from fmbench.summary import LEVEL, cell, value_table
+from fmbench.summary import LEVEL, cell, header, value_table
 from fmbench.uncertainty import crossed_mean, paired_difference
 from fmbench.validation import FieldError, short_repr
 
@@ -163,6 +164,11 @@ class Comparison:
     threshold: float = math.nan
     note: str = ""
     missing_in: str = ""  # "A" or "B" for status "missing"
+    head: str = ""  # the metric as every table heads it: unit and direction (summary.header)
+
+    @property
+    def metric_head(self) -> str:
+        return self.head or self.metric
 
     @property
     def lost(self) -> bool:
@@ -288,7 +294,14 @@ def classify(a: pd.DataFrame, b: pd.DataFrame, config: CompareConfig | None = No
             continue
         out.append(_judge(key, label, metric, ta[common], tb[common],
                           bool(str(ga["higher_is_better"].iloc[0]) == "True"), cfg))
-    return out
+    return [replace(c, head=_head(c.metric, sa.get(c.key), sb.get(c.key))) for c in out]
+
+
+def _head(metric: str, ga: pd.DataFrame | None, gb: pd.DataFrame | None) -> str:
+    """The metric's header from its rows (B's where both have them: the candidate's unit)."""
+    g = gb if gb is not None else ga
+    return header(metric, str(g["unit"].iloc[0] or ""),
+                  str(g["higher_is_better"].iloc[0]) == "True", metric_role(metric))
 
 
 def _flat(obj: object, prefix: str = "") -> dict[str, object]:
@@ -415,7 +428,7 @@ def render_markdown(comparisons: list[Comparison]) -> str:
              "|---|---|---|---|---|---|---|"]
     for c in rows:
         change = _change(c)
-        lines.append(f"| {md_escape(c.label)} | {md_escape(c.metric)} | {c.status} "
+        lines.append(f"| {md_escape(c.label)} | {md_escape(c.metric_head)} | {c.status} "
                      f"| {_fmt(c.a_mean, c.a_half, c.a_n, c.draws)} "
                      f"| {_fmt(c.b_mean, c.b_half, c.b_n, c.draws)} "
                      f"| {change} | {md_escape(c.note)} |")
@@ -437,7 +450,8 @@ def render_rich(comparisons: list[Comparison], title: str = ""):
     for c in sorted(comparisons, key=lambda c: (order[c.status], c.label, c.metric)):
         change = _change(c)
         st = style[c.status]
-        table.add_row(escape(c.label), escape(c.metric), f"[{st}]{c.status}[/]" if st else c.status,
+        table.add_row(escape(c.label), escape(c.metric_head),
+                      f"[{st}]{c.status}[/]" if st else c.status,
                       _fmt(c.a_mean, c.a_half, c.a_n, c.draws),
                       _fmt(c.b_mean, c.b_half, c.b_n, c.draws), change,
                       escape(c.note))

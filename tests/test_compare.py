@@ -94,10 +94,12 @@ def test_markdown_snapshot():
                         "**2** missing")
     assert lines[2] == "| case | metric | status | A | B | change | note |"
     # the labels of fmbench run's table and the report
-    assert lines[4] == ("| N-&gt;8gaussians / icfm / eulerx100 | acc | worse | "
+    assert lines[4] == ("| N-&gt;8gaussians / icfm / eulerx100 | acc ↑ | worse | "
                         "0.5 (3×1) | 0.3 (3×1) | -40.0% | Welch over seeds (1 draw); covers "
                         "seeds |")
     assert "| not comparable |" in md
+    timed = render_markdown(classify(BASE, CAND, CompareConfig(include_times=True)))
+    assert "| train_time [s] ↓ | worse |" in timed  # unit and direction, as the report heads it
     assert 'differs in metric_params {"n_eval": 500} → {"n_eval": 1000}; n_eval 500 → 1000' in md
 
 
