@@ -99,7 +99,7 @@ def test_markdown_snapshot():
                         "seeds |")
     assert "| not comparable |" in md
     timed = render_markdown(classify(BASE, CAND, CompareConfig(include_times=True)))
-    assert "| train_time [s] ↓ | worse |" in timed  # unit and direction, as the report heads it
+    assert r"| train_time \[s\] ↓ | worse |" in timed  # unit and direction, as the report heads it
     assert 'differs in metric_params {"n_eval": 500} → {"n_eval": 1000}; n_eval 500 → 1000' in md
 
 
