@@ -50,7 +50,10 @@ def sample_stem(task: str, path: str, solver: str, seed: int) -> str:
     return f"{base}-seed{seed}"
 
 
-def save_sample_grid(file: Path, samples: torch.Tensor, n: int = 64) -> None:
+GRID_SAMPLES = 64  # images in a case's sample grid (samples/<stem>.png)
+
+
+def save_sample_grid(file: Path, samples: torch.Tensor, n: int = GRID_SAMPLES) -> None:
     from torchvision.utils import save_image
 
     grid = (samples[:n].detach().float().cpu().clamp(-1, 1) + 1) / 2

@@ -44,6 +44,7 @@ class Figure:
 
     path: Path
     caption: str
+    kind: str = "plot"  # "plot" (matplotlib) or "grid" (an image grid at its pixel size)
 
 
 def meta_value(meta: dict, *keys: str):
@@ -341,8 +342,11 @@ def figure_losses(losses: list[dict], meta: dict, df: pd.DataFrame, folder: Path
         for path in [p for p in styles.paths if any(r["path_label"] == p for r in recs)]:
             colour = styles.paths[path][0]
             curves = [np.asarray(r["losses"], float) for r in recs if r["path_label"] == path]
-            for c in curves:
-                ax.plot(c[:, 0], c[:, 1], color=colour, lw=0.6, alpha=0.35)
+            alone = len(curves) == 1  # one seed: its own line is the one to read
+            for c in curves:  # a curve of one or two logged points shows as markers
+                ax.plot(c[:, 0], c[:, 1], color=colour, lw=1.5 if alone else 0.6,
+                        alpha=1 if alone else 0.35, marker="o" if len(c) < 3 else None,
+                        markersize=4)
             n = min(len(c) for c in curves)
             if len(curves) > 1 and all(np.array_equal(c[:n, 0], curves[0][:n, 0]) for c in curves):
                 med = np.median([c[:n, 1] for c in curves], axis=0)
@@ -490,6 +494,8 @@ def image_grids(results: Path, df: pd.DataFrame, problems: list[str]) -> list[Fi
     captions; the others are set aside."""
     from PIL import Image
 
+    from fmbench.artifacts import GRID_SAMPLES
+
     good = []
     for p in sample_panels(results, df, ".png"):
         try:
@@ -500,9 +506,10 @@ def image_grids(results: Path, df: pd.DataFrame, problems: list[str]) -> list[Fi
             fmt = f"unreadable ({type(e).__name__}: {e})"
         if fmt == "PNG":
             nfe = f", NFE {p.nfe:.3g}" if p.nfe is not None else ""
-            good.append(Figure(p.file, f"{p.task}: the first 64 samples of {p.path} with "
+            n = min(GRID_SAMPLES, int(df.loc[df["task"] == p.task, "n_eval"].max()))
+            good.append(Figure(p.file, f"{p.task}: the first {n} samples of {p.path} with "
                                f"{p.solver}{nfe}, seed {p.seed} ({p.why_seed}); evaluation "
-                               f"draw 0."))
+                               "draw 0.", kind="grid"))
         else:
             problems.append(f"{p.file}: not a PNG image: {fmt} (skipped)")
     return good

@@ -52,6 +52,7 @@ table.kv td{text-align:left;white-space:normal}table.kv td:first-child{color:var
 figure{margin:22px 0}
 figure img{max-width:100%;height:auto;border:1px solid var(--line);border-radius:4px}
 figcaption{max-width:60em;margin-top:4px}
+figure.grid img{width:min(100%,384px);image-rendering:pixelated}
 ul.problems li{font-family:ui-monospace,monospace;font-size:12.5px}
 @media print{nav.toc{display:none}thead th{position:static}}
 """
@@ -92,7 +93,7 @@ def _kv(items: dict[str, object]) -> str:
 
 def _figure(f: Figure, anchor: str) -> str:
     data = base64.b64encode(f.path.read_bytes()).decode()
-    return (f"<figure id='{anchor}'><img src='data:image/png;base64,{data}' "
+    return (f"<figure id='{anchor}' class='{f.kind}'><img src='data:image/png;base64,{data}' "
             f"alt='{html.escape(f.path.stem)}'><figcaption>{html.escape(f.caption)}"
             "</figcaption></figure>")
 
