@@ -6,8 +6,9 @@
         [--steps N] [--out results/reconcile-torchcfm] [--shard I/K] \\
         [--sides fmbench torchcfm fmbench-replace]
 
-For every (task, path, seed) of the suite that the filters keep, two models are trained with the
-suite's protocol (network, initial weights, optimiser, batch size, steps):
+For every (task, path, seed) of the suite that the filters keep, one model per side (``--sides``,
+default the first two below) is trained with the suite's protocol (network, initial weights,
+optimiser, batch size, steps):
 
 - ``fmbench``: fmbench's own training, through the model cache (``--cache-dir``, default
   fmbench's), so the models are the ones ``fmbench run`` of the same suite reuses;
@@ -23,14 +24,16 @@ suite's protocol (network, initial weights, optimiser, batch size, steps):
   OT-CFM path, i.e. TorchCFM's pairing in fmbench's loop (its own model key in the cache), to
   test whether the pairing explains a difference between the first two.
 
-Both are scored by ``fmbench.work.score_case`` on the same evaluation draws (the suite's
-``eval_draws``; 5 for 2D tasks), so evaluation noise is shared. Per (task, path) the script prints
-each side's mean ± 95% CI (seeds × draws, ``fmbench.uncertainty.crossed_mean``) and the paired
-difference fmbench − torchcfm with its 95% CI and p-value (``paired_difference``: the shared draw
-effect cancels, seeds differ). One JSON line per (task, path, seed, side) goes to
-``<out>/rows.jsonl`` as soon as it is scored; a rerun skips what is there, so an interrupted run
-resumes. ``--shard I/K`` keeps every K-th (task, path, seed) starting at I, for K processes in
-parallel (each with one torch thread); ``--report`` only prints the table of ``rows.jsonl``.
+Every side is scored by ``fmbench.work.score_case`` on the same evaluation draws (the suite's
+``eval_draws``; 5 for 2D tasks), so evaluation noise is shared. Per (task, path) and pair of sides
+a, b (``PAIRS``: fmbench − torchcfm, fmbench-replace − torchcfm, fmbench − fmbench-replace, where
+both have seeds) the script prints each side's mean ± 95% CI (seeds × draws,
+``fmbench.uncertainty.crossed_mean``) and the paired difference a − b with its 95% CI and p-value
+(``paired_difference``: the shared draw effect cancels, seeds differ). One JSON line per (task,
+path, seed, side) goes to ``<out>/rows.jsonl`` as soon as it is scored; a rerun skips what is
+there, so an interrupted run resumes. ``--shard I/K`` keeps every K-th (task, path, seed)
+starting at I, for K processes in parallel (each with one torch thread); ``--report`` only
+prints the table of ``rows.jsonl``.
 """
 
 from __future__ import annotations
@@ -116,8 +119,7 @@ def _train(side: str, unit, units_r: dict, suite, suite_r, data, cache: Path):
     if side == "fmbench":
         return trained_model(unit, suite, data, cache)
     if side == "fmbench-replace":
-        c = unit.first
-        return trained_model(units_r[(c.task.name, c.path.name, c.seed)], suite_r, data, cache)
+        return trained_model(units_r[unit.key], suite_r, data, cache)
     return (*torchcfm_model(unit, suite, data), False)
 
 
@@ -130,9 +132,8 @@ def run(args, suite, rows_file: Path) -> None:
     units = [u for u in work_units(suite)
              if (not args.tasks or u.first.task.name in args.tasks)
              and (not args.paths or u.first.path.name in args.paths)]
-    suite_r = with_replacement(suite)
-    units_r = {(u.first.task.name, u.first.path.name, u.first.seed): u
-               for u in work_units(suite_r)}
+    suite_r = with_replacement(suite)  # the same grid in the same order, other model keys
+    units_r = {u.key: r for u, r in zip(work_units(suite), work_units(suite_r), strict=True)}
     i, k = args.shard
     cache = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     for unit in units[i::k]:
@@ -170,7 +171,7 @@ def report(rows_file: Path, markdown: bool = False) -> None:
     else:
         print("\nmean ± 95% CI over seeds × evaluation draws; a − b paired on the draws "
               "(its CI covers seeds and draws)")
-        print(f"{'task':18s} {'path':6s} {'metric':6s} {'n':>5s} {'a':>15s} {'b':>15s} "
+        print(f"{'task':18s} {'path':6s} {'metric':6s} {'n':>5s} {'side a':>15s} {'side b':>15s} "
               f"{'a':>18s} {'b':>18s} {'a - b':>20s} {'p':>6s}")
     for (task, path), sides in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         for sa, sb in PAIRS:

@@ -272,9 +272,10 @@ def cmd_check(args, console: Console) -> int:
     if not any(c.status in ("worse", "better", "within noise") for c in comps):
         console.print("[red]error:[/] nothing comparable between the results and the baseline",
                       highlight=False)
-        notes = list(dict.fromkeys(c.note for c in comps if c.status == "not comparable"))
-        if len(notes) == 1 and len(comps) > 1:  # one reason for every row: say it once
-            console.print(f"every row {notes[0]}", markup=False, highlight=False)
+        notes = list(dict.fromkeys(c.note for c in comps))
+        if len(notes) == 1 and len(comps) > 1 and all(c.status == "not comparable"
+                                                      for c in comps):
+            console.print(f"every row: {notes[0]}", markup=False, highlight=False)
         console.print(render_rich(comps))
         return 2
     console.print(render_rich(comps, title=escape(f"check {args.results} against {args.baseline}")))

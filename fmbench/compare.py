@@ -300,13 +300,15 @@ def classify(a: pd.DataFrame, b: pd.DataFrame, config: CompareConfig | None = No
 def _head(metric: str, ga: pd.DataFrame | None, gb: pd.DataFrame | None) -> str:
     """The metric's header from its rows (B's where both have them: the candidate's unit)."""
     g = gb if gb is not None else ga
-    return header(metric, str(g["unit"].iloc[0] or ""),
+    unit = g["unit"].iloc[0]
+    return header(metric, "" if pd.isna(unit) else str(unit),
                   str(g["higher_is_better"].iloc[0]) == "True", metric_role(metric))
 
 
 def _flat(obj: object, prefix: str = "") -> dict[str, object]:
-    """A JSON object as dotted keys: {"training": {"steps": 600}} → {"training.steps": 600}."""
-    if isinstance(obj, dict) and obj:
+    """A JSON object as dotted keys: {"training": {"steps": 600}} → {"training.steps": 600}; an
+    empty object below the top contributes no key (so {} against {"k": 1} is one key, k)."""
+    if isinstance(obj, dict):
         return {k: v for key, val in obj.items()
                 for k, v in _flat(val, f"{prefix}{key}.").items()}
     return {prefix[:-1]: obj}
@@ -317,27 +319,30 @@ def _definition_diff(column: str, ga: pd.DataFrame, gb: pd.DataFrame) -> str:
     keys that differ with A's and B's value (from ``settings_json``; rows written before it was
     stored show only the digests), for the other columns both values."""
     def values(g: pd.DataFrame, c: str) -> list[str]:
-        return sorted({str(v) for v in g[c]}) if c in g.columns else []
+        return sorted({str(v) for v in g[c] if not pd.isna(v)}) if c in g.columns else []
 
     va, vb = values(ga, column), values(gb, column)
-    if column == "settings":
-        ja, jb = (_stored(values(g, "settings_json")) for g in (ga, gb))
-        if ja and jb:
-            fa, fb = _flat(ja), _flat(jb)
-            keys = [k for k in dict.fromkeys([*fa, *fb]) if fa.get(k) != fb.get(k)]
-            if keys:
-                return "settings: " + ", ".join(
-                    f"{k} {_show(fa.get(k, '(unset)'))} → {_show(fb.get(k, '(unset)'))}"
-                    for k in keys)
-        return (f"settings (digest {'/'.join(va)} → {'/'.join(vb)}; rows written before the "
-                "settings_json column hold only the digest: rerun to see which keys)")
-    return f"{column} {'/'.join(va)} → {'/'.join(vb)}"
+    if column != "settings":
+        return f"{column} {'/'.join(va)} → {'/'.join(vb)}"
+    digests = f"digest {'/'.join(va)} → {'/'.join(vb)}"
+    ja, jb = ([_stored(t) for t in values(g, "settings_json")] for g in (ga, gb))
+    if not all(ja) or not all(jb) or not ja or not jb:
+        return (f"settings ({digests}; rows written before the settings_json column hold only "
+                "the digest: rerun to see which keys)")
+    if len(ja) > 1 or len(jb) > 1:
+        return f"settings ({digests}: more than one setting within a side)"
+    fa, fb = _flat(ja[0]), _flat(jb[0])
+    keys = [k for k in dict.fromkeys([*fa, *fb]) if fa.get(k) != fb.get(k)]
+    if not keys:
+        return f"settings ({digests}; the stored settings agree)"
+    return "settings: " + ", ".join(
+        f"{k} {_show(fa.get(k, '(unset)'))} → {_show(fb.get(k, '(unset)'))}" for k in keys)
 
 
-def _stored(texts: list[str]) -> dict | None:
-    """The one non-empty JSON object a group's rows hold in a column, else None."""
+def _stored(text: str) -> dict | None:
+    """A stored settings_json as an object; None for rows written before it (``{}``)."""
     try:
-        doc = json.loads(texts[0]) if len(texts) == 1 else None
+        doc = json.loads(text)
     except ValueError:
         return None
     return doc if isinstance(doc, dict) and doc else None

@@ -5,6 +5,7 @@ assembles a :class:`Document` from a results directory and writes it as Markdown
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -15,6 +16,11 @@ FAILED_TITLE = "Failed or not applicable (why the tables show a dash)"
 SET_ASIDE_TITLE = "Set aside"
 MACHINE_TITLE = "Machine and versions"
 TIME_TITLE = "Where the time went"
+TITLE = "fmbench report: "  # + the suite's name
+NO_VALUES = "No ok value: every measurement failed or was not applicable."
+SET_ASIDE_INTRO = "Unusable input, left out of the tables and figures:"
+TIME_CAPTION = ("Seconds by stage, summed over every work unit of every session (units that ran "
+                "in parallel add up, so the total can exceed the wall time).")
 
 
 @dataclass
@@ -65,6 +71,17 @@ def split_bold(v: object, ranked: bool) -> tuple[str, bool]:
     return v, False
 
 
+def _finite(v: object) -> float:
+    """A run.json number as a float; nan for anything else (text, booleans, inf, 10**400)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return math.nan
+    try:
+        f = float(v)
+    except OverflowError:
+        return math.nan
+    return f if math.isfinite(f) else math.nan
+
+
 def machine(meta: dict) -> dict[str, object]:
     """Where the run ran, from run.json: executor, devices, Python, platform, cores, GPUs, torch
     threads, plug-ins, the packages' versions and the sessions (a resumed run has several)."""
@@ -93,7 +110,7 @@ def time_split(meta: dict) -> list[tuple[str, float, float]]:
     times = meta_value(meta, "time_s")
     if not isinstance(times, dict):
         return []
-    rows = [(str(k), float(v)) for k, v in times.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0]
+    rows = [(str(k), _finite(v)) for k, v in times.items()]
+    rows = [(k, v) for k, v in rows if v > 0]  # nan (not a finite number) fails this too
     total = sum(v for _, v in rows)
     return [(k, v, v / total) for k, v in sorted(rows, key=lambda kv: -kv[1])] if total else []

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from fmbench.storage import atomic_write, digest
-from fmbench.summary import LEVEL, headers, summarize
+from fmbench.summary import FEWER, LEVEL, headers, summarize
 
 SLUG_MAX = 80  # characters of a task name in a figure's file name
 LOG_SPAN = 10.0  # an axis is logarithmic only when its values span this factor or more
@@ -207,9 +207,7 @@ def _noise(s: pd.DataFrame) -> str:
     if n.empty:
         return ""
     covers = n["covers"].mode().iloc[0]
-    fewer = {"draws": "one seed", "seeds": "one draw", "nothing": "one value"}
-    others = [f"over {c} only where {fewer[c]} is behind a point"
-              for c in dict.fromkeys(n["covers"]) if c != covers and c in fewer]
+    others = [f"over {c} where {FEWER[c]}" for c in dict.fromkeys(n["covers"]) if c != covers]
     return (f"Error bars: {LEVEL:.0%} confidence interval over {covers}, seeds × draws "
             f"{int(n['n_seeds'].max())}×{int(n['n_draws'].max())}"
             + (f" ({'; '.join(others)})" if others else "") + ".")
@@ -327,6 +325,27 @@ def figure_bars(df: pd.DataFrame, meta: dict, folder: Path) -> list[Figure]:
     return out
 
 
+LOSS_LINES = {"median": "thin lines are the seeds, the thick line their median",
+              "single": "a path trained with one seed shows that seed's line",
+              "seeds": "a path whose seeds logged different steps shows each seed, no median"}
+
+
+def _loss_lines(ax, path: str, curves: list[np.ndarray], colour) -> str:
+    """One path's loss curves on ``ax``; returns what was drawn (a key of LOSS_LINES)."""
+    alone = len(curves) == 1  # one seed: its own line is the one to read
+    for c in curves:  # a curve of one or two logged points shows as markers
+        ax.plot(c[:, 0], c[:, 1], color=colour, lw=1.5 if alone else 0.6,
+                alpha=1 if alone else 0.35, marker="o" if len(c) < 3 else None, markersize=4)
+    n = min(len(c) for c in curves)
+    if not alone and all(np.array_equal(c[:n, 0], curves[0][:n, 0]) for c in curves):
+        med = np.median([c[:n, 1] for c in curves], axis=0)
+        ax.plot(curves[0][:n, 0], med, color=colour, lw=1.8,
+                label=_plain(f"{path} (median of {len(curves)} seeds)"))
+        return "median"
+    ax.plot([], [], color=colour, label=_plain(f"{path} ({len(curves)} seed(s))"))
+    return "single" if alone else "seeds"
+
+
 def figure_losses(losses: list[dict], meta: dict, df: pd.DataFrame, folder: Path
                   ) -> list[Figure]:
     """Per task: training loss against step, a colour per path; thin lines are seeds, the thick
@@ -339,21 +358,9 @@ def figure_losses(losses: list[dict], meta: dict, df: pd.DataFrame, folder: Path
     for task in [t for t in dict.fromkeys([*df["task"], *tasks]) if t in tasks]:  # suite order
         fig, ax = plt.subplots(figsize=(6.4, 4))
         recs = [r for r in losses if r["task"] == task and r["losses"]]
-        for path in [p for p in styles.paths if any(r["path_label"] == p for r in recs)]:
-            colour = styles.paths[path][0]
-            curves = [np.asarray(r["losses"], float) for r in recs if r["path_label"] == path]
-            alone = len(curves) == 1  # one seed: its own line is the one to read
-            for c in curves:  # a curve of one or two logged points shows as markers
-                ax.plot(c[:, 0], c[:, 1], color=colour, lw=1.5 if alone else 0.6,
-                        alpha=1 if alone else 0.35, marker="o" if len(c) < 3 else None,
-                        markersize=4)
-            n = min(len(c) for c in curves)
-            if len(curves) > 1 and all(np.array_equal(c[:n, 0], curves[0][:n, 0]) for c in curves):
-                med = np.median([c[:n, 1] for c in curves], axis=0)
-                ax.plot(curves[0][:n, 0], med, color=colour, lw=1.8,
-                        label=_plain(f"{path} (median of {len(curves)} seeds)"))
-            else:
-                ax.plot([], [], color=colour, label=_plain(f"{path} ({len(curves)} seed(s))"))
+        drawn = {_loss_lines(ax, path, [np.asarray(r["losses"], float) for r in recs
+                                        if r["path_label"] == path], styles.paths[path][0])
+                 for path in styles.paths if any(r["path_label"] == path for r in recs)}
         readable_axis(ax, "y", [v for r in recs for _, v in r["losses"]])
         ax.set_xlabel("training step")
         ax.set_ylabel("training loss (the path's objective)")
@@ -361,9 +368,10 @@ def figure_losses(losses: list[dict], meta: dict, df: pd.DataFrame, folder: Path
         ax.grid(True, color="0.9", linewidth=0.6)
         ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
         _footer(fig, meta, df)
-        caption = (f"Training loss on {task}, one colour per path: thin lines are the seeds, "
-                   "the thick line their median. Paths' objectives differ in scale: compare a "
-                   "path's seeds and its convergence, not levels across paths.")
+        caption = (f"Training loss on {task}, one colour per path: "
+                   + "; ".join(LOSS_LINES[k] for k in LOSS_LINES if k in drawn)
+                   + ". Paths' objectives differ in scale: compare a path's seeds and its "
+                   "convergence, not levels across paths.")
         out.append(_save(fig, folder, f"loss_{_slug(task)}", caption))
     return out
 
@@ -506,7 +514,10 @@ def image_grids(results: Path, df: pd.DataFrame, problems: list[str]) -> list[Fi
             fmt = f"unreadable ({type(e).__name__}: {e})"
         if fmt == "PNG":
             nfe = f", NFE {p.nfe:.3g}" if p.nfe is not None else ""
-            n = min(GRID_SAMPLES, int(df.loc[df["task"] == p.task, "n_eval"].max()))
+            case = (df["task"] == p.task) & (df["path_label"] == p.path) & (
+                df["solver_label"] == p.solver)
+            n = min(GRID_SAMPLES, int(df.loc[case if case.any() else df["task"] == p.task,
+                                             "n_eval"].max()))
             good.append(Figure(p.file, f"{p.task}: the first {n} samples of {p.path} with "
                                f"{p.solver}{nfe}, seed {p.seed} ({p.why_seed}); evaluation "
                                "draw 0.", kind="grid"))

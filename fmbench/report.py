@@ -27,8 +27,12 @@ from fmbench.compare import ResultsError, load_results, md_escape, read_run_json
 from fmbench.document import (
     FAILED_TITLE,
     MACHINE_TITLE,
+    NO_VALUES,
+    SET_ASIDE_INTRO,
     SET_ASIDE_TITLE,
+    TIME_CAPTION,
     TIME_TITLE,
+    TITLE,
     Document,
     machine,
     seconds,
@@ -221,12 +225,12 @@ def _md_figures(doc: Document, grids: list[Figure], folder: Path) -> list[str]:
 
 def _render_md(doc: Document, grids: list[Figure], folder: Path) -> str:
     """report.md: the document, figures linked from ``folder`` (``_md_figures``)."""
-    parts = [f"# fmbench report: {md_escape(doc.suite)}", "",
+    parts = [f"# {TITLE}{md_escape(doc.suite)}", "",
              " · ".join(f"**{md_escape(k)}** {md_escape(text(v))}"
                         for k, v in doc.header.items()), "",
              *[f"_{md_escape(line)}_" for line in doc.reading], ""]
     if not doc.has_values:
-        parts += ["No ok value: every measurement failed or was not applicable.", ""]
+        parts += [NO_VALUES, ""]
     for title, t in doc.tables.items():
         parts += [f"## {md_escape(title)}", "", f"_{md_escape(doc.captions[title])}_", "",
                   _markdown(t, ranked=title != FAILED_TITLE), ""]
@@ -236,12 +240,11 @@ def _render_md(doc: Document, grids: list[Figure], folder: Path) -> str:
                   *[f"- **{md_escape(k)}** {md_escape(text(v))}" for k, v in doc.machine.items()],
                   ""]
     if doc.time_split:
-        parts += [f"## {TIME_TITLE}", "", "_Seconds by stage, summed over every work unit of "
-                  "every session (units in parallel add up)._", "", "| stage | seconds | share |",
+        parts += [f"## {TIME_TITLE}", "", f"_{TIME_CAPTION}_", "", "| stage | seconds | share |",
                   "|---|---|---|", *[f"| {md_escape(k)} | {seconds(v)} | {share:.1%} |"
                                      for k, v, share in doc.time_split], ""]
     if doc.problems:
-        parts += [f"## {SET_ASIDE_TITLE}", "", "Unusable input, left out of the tables and figures:",
+        parts += [f"## {SET_ASIDE_TITLE}", "", SET_ASIDE_INTRO,
                   "", *[f"- {md_escape(p)}" for p in doc.problems], ""]
     return "\n".join(parts)
 

@@ -14,8 +14,12 @@ import pandas as pd
 from fmbench.document import (
     FAILED_TITLE,
     MACHINE_TITLE,
+    NO_VALUES,
+    SET_ASIDE_INTRO,
     SET_ASIDE_TITLE,
+    TIME_CAPTION,
     TIME_TITLE,
+    TITLE,
     Document,
     seconds,
     split_bold,
@@ -93,18 +97,17 @@ def _kv(items: dict[str, object]) -> str:
 
 def _figure(f: Figure, anchor: str) -> str:
     data = base64.b64encode(f.path.read_bytes()).decode()
-    return (f"<figure id='{anchor}' class='{f.kind}'><img src='data:image/png;base64,{data}' "
-            f"alt='{html.escape(f.path.stem)}'><figcaption>{html.escape(f.caption)}"
-            "</figcaption></figure>")
+    return (f"<figure id='{anchor}' class='{html.escape(f.kind)}'>"
+            f"<img src='data:image/png;base64,{data}' alt='{html.escape(f.path.stem)}'>"
+            f"<figcaption>{html.escape(f.caption)}</figcaption></figure>")
 
 
 def _time_table(doc: Document) -> str:
     rows = "".join(f"<tr><td class='label'>{html.escape(k)}</td><td>{seconds(s)}</td>"
                    f"<td>{share:.1%}</td></tr>" for k, s, share in doc.time_split)
-    return ("<p class='caption'>Seconds by stage, summed over every work unit of every session "
-            "(units that ran in parallel add up, so the total can exceed the wall time).</p>"
-            "<div class='scroll'><table><thead><tr><th class='label'>stage</th><th>seconds</th>"
-            f"<th>share</th></tr></thead><tbody>{rows}</tbody></table></div>")
+    head = "<tr><th class='label'>stage</th><th>seconds</th><th>share</th></tr>"
+    return (f"<p class='caption'>{html.escape(TIME_CAPTION)}</p><div class='scroll'><table>"
+            f"<thead>{head}</thead><tbody>{rows}</tbody></table></div>")
 
 
 def _sections(doc: Document, used: set[str]) -> list[tuple[str, str, str]]:
@@ -112,8 +115,7 @@ def _sections(doc: Document, used: set[str]) -> list[tuple[str, str, str]]:
     out = [(_anchor("Run", used), "Run", _kv(doc.header)
             + "".join(f"<p class='note'>{html.escape(line)}</p>" for line in doc.reading))]
     if not doc.has_values:
-        out[0] = (*out[0][:2], out[0][2] + "<p><b>No ok value: every measurement failed or "
-                  "was not applicable.</b></p>")
+        out[0] = (*out[0][:2], out[0][2] + f"<p><b>{html.escape(NO_VALUES)}</b></p>")
     for title, t in doc.tables.items():
         out.append((_anchor(title, used), title,
                     f"<p class='caption'>{html.escape(doc.captions[title])}</p>"
@@ -128,9 +130,8 @@ def _sections(doc: Document, used: set[str]) -> list[tuple[str, str, str]]:
         out.append((_anchor(TIME_TITLE, used), TIME_TITLE, _time_table(doc)))
     if doc.problems:
         out.append((_anchor(SET_ASIDE_TITLE, used), SET_ASIDE_TITLE,
-                    "<p>Unusable input, left out of the tables and figures:</p><ul class="
-                    "'problems'>" + "".join(f"<li>{html.escape(p)}</li>" for p in doc.problems)
-                    + "</ul>"))
+                    f"<p>{html.escape(SET_ASIDE_INTRO)}</p><ul class='problems'>"
+                    + "".join(f"<li>{html.escape(p)}</li>" for p in doc.problems) + "</ul>"))
     return out
 
 
@@ -143,6 +144,6 @@ def render(doc: Document) -> str:
                    for a, t, b in sections)
     return ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-            f"<title>fmbench report: {suite}</title><style>{CSS}</style></head><body>"
-            f"<h1>fmbench report: {suite}</h1>"
+            f"<title>{html.escape(TITLE)}{suite}</title><style>{CSS}</style></head><body>"
+            f"<h1>{html.escape(TITLE)}{suite}</h1>"
             f"<nav class='toc'><h2>Contents</h2><ol>{toc}</ol></nav>{body}</body></html>")

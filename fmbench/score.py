@@ -18,7 +18,7 @@ from fmbench.artifacts import path_label
 from fmbench.metrics import METRICS, NotApplicable, NotApplicableValue, Scoring, compute
 from fmbench.plan import Case
 from fmbench.schema import SCHEMA_VERSION
-from fmbench.storage import StorageError, digest
+from fmbench.storage import StorageError, canonical_json, digest
 from fmbench.validation import one_line
 
 if TYPE_CHECKING:
@@ -89,8 +89,8 @@ def case_rows(suite: Suite, case: Case, draws: list[Values]) -> list[dict]:
         "solver": case.solver.method, "solver_label": case.solver.label(),
         "solver_params": json.dumps(case.solver.params(), sort_keys=True), "seed": case.seed,
         "n_eval": suite.metrics.n_eval, "settings": settings_digest(suite, case),
-        "settings_json": json.dumps(settings(suite, case), sort_keys=True, default=str),
-        "model": json.dumps(asdict(suite.model), sort_keys=True, default=str),
+        "settings_json": canonical_json(settings(suite, case)),
+        "model": canonical_json(asdict(suite.model)),
     }
     rows = []
     for draw, values in enumerate(draws):

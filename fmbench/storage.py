@@ -50,15 +50,21 @@ class LockHeld(StorageError):
     """Another live fmbench process holds the folder's lock."""
 
 
+def canonical_json(obj: object) -> str:
+    """The package's one JSON form of a record: sorted keys, ASCII, ``str`` for the rest (what
+    :func:`digest` hashes, so ``digest(canonical_json(x)) == digest(x)``)."""
+    return json.dumps(obj, sort_keys=True, default=str)
+
+
 def digest(obj: object, n: int = 16) -> str:
     """The package's one content hash: the first ``n`` hex digits of sha256 — of the bytes, of the
-    text (UTF-8), or of anything else as canonical JSON (sorted keys; ``str`` for the rest)."""
+    text (UTF-8), or of anything else as canonical JSON (:func:`canonical_json`)."""
     if isinstance(obj, bytes):
         data = obj
     elif isinstance(obj, str):
         data = obj.encode("utf-8", "surrogatepass")
     else:
-        data = json.dumps(obj, sort_keys=True, default=str).encode()
+        data = canonical_json(obj).encode()
     return hashlib.sha256(data).hexdigest()[:n]
 
 

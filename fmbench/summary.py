@@ -171,16 +171,17 @@ def interval_note(s: pd.DataFrame) -> str:
             if (g["covers"] == c).all():
                 where.append(m)
             elif (g["covers"] == c).any():
-                where.append(f"{m} where {_FEWER[c]}")
+                where.append(f"{m} where {FEWER[c]}")
         parts.append(f"{_NOISE[c]} for {', '.join(where)}")
     return (f"mean ± half-width of the {LEVEL:.0%} confidence interval (t, crossed seeds × "
             f"evaluation draws), covering {'; '.join(parts)}; (S×R) = seeds × evaluation draws "
             "behind the mean; floors: mean (sd over pairs of draws)")
 
 
-_FEWER = {"draws": "one seed is behind the value (1×R)",
-          "seeds": "one draw is behind the value (S×1)",
-          "nothing": "one value is behind it (1×1)", "seeds and draws": "more are behind it"}
+# where a value's interval covers less than most: what is behind it (interval note, captions)
+FEWER = {"draws": "one seed is behind it (1×R)", "seeds": "one draw is behind it (S×1)",
+         "nothing": "one value is behind it (1×1)",
+         "seeds and draws": "several seeds and draws are behind it"}
 _NOISE = {"seeds and draws": "training-seed and evaluation-draw noise",
           "seeds": "training-seed noise only", "draws": "evaluation-draw noise only",
           "nothing": "no noise (one value: no interval)"}

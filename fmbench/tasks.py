@@ -227,7 +227,7 @@ class ImageData(TaskData):
                            self.task.opts(), order, draw)
 
     def save_samples(self, stem: Path, generation: Generation, inputs: ImageInputs) -> None:
-        """``<stem>.png``: a grid of the first 64 samples."""
+        """``<stem>.png``: a grid of the first ``GRID_SAMPLES`` (64) samples."""
         from fmbench.artifacts import save_sample_grid
 
         save_sample_grid(stem.with_name(stem.name + ".png"), generation.samples)

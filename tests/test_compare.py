@@ -145,6 +145,13 @@ def test_different_training_settings_are_not_comparable():
     jb = json.dumps({**common, "training": {"steps": 1200, "lr": 0.001}, "task_options": {"k": 1}})
     (c,) = classify(a.assign(settings_json=ja), b.assign(settings_json=jb))
     assert c.note == "differs in settings: training.steps 600 → 1200, task_options.k (unset) → 1"
+    # several settings within one side, or the same stored settings: the note says so, it does
+    # not blame old rows
+    a2 = pd.concat([a.assign(settings_json=ja), a.assign(settings="ccc", settings_json=jb)])
+    (c,) = classify(a2, b.assign(settings_json=jb))
+    assert c.note == "differs in settings (digest aaa/ccc → bbb: more than one setting within a side)"
+    (c,) = classify(a.assign(settings_json=ja), b.assign(settings_json=ja))
+    assert c.note == "differs in settings (digest aaa → bbb; the stored settings agree)"
 
 
 def test_check_names_the_setting_that_differs(tmp_path, capsys):
@@ -162,7 +169,7 @@ def test_check_names_the_setting_that_differs(tmp_path, capsys):
     assert main(["check", str(tmp_path / "b"), "--baseline", str(tmp_path / "a")]) == 2
     out = capsys.readouterr().out
     assert "nothing comparable" in out and "digest" not in out
-    assert "every row differs in settings: training.steps 30 → 40" in out
+    assert "every row: differs in settings: training.steps 30 → 40" in out
 
 
 def test_schema_version_refusal(tmp_path):
@@ -447,3 +454,15 @@ def test_identical_results_say_identical_and_rich_has_a_summary():
         in " ".join(text.split())
     body = [line for line in text.splitlines() if "│" in line]
     assert "worse" in body[1]  # the first row under the header: worst news first
+
+
+def test_check_says_every_row_only_when_every_row_has_that_reason(tmp_path, capsys):
+    base = frame(rows("icfm", "w2", [1.0, 1.0]), rows("otcfm", "w2", [1.0, 1.0]))
+    cand = frame(rows("icfm", "w2", [1.0, 1.0]))
+    a = _write(tmp_path, "a", base.assign(settings="aaa"))
+    b = _write(tmp_path, "b", cand.assign(settings="bbb"))
+    assert main(["check", str(b), "--baseline", str(a)]) == 2  # one not comparable, one missing
+    assert "every row" not in capsys.readouterr().out
+    c = _write(tmp_path, "c", base.assign(settings="bbb"))
+    assert main(["check", str(c), "--baseline", str(a)]) == 2
+    assert "every row: differs in settings (digest aaa → bbb;" in capsys.readouterr().out

@@ -234,3 +234,36 @@ def test_untrusted_text_is_escaped_and_file_names_bounded(run_copy, tmp_path):
     page = build(run_copy, "html", tmp_path / "h").read_text()
     assert "<script>" not in page and "<i>" not in page and "&lt;script&gt;" in page
     assert "<td><b>" in page  # best cells bold in HTML too
+
+
+def test_loss_caption_says_what_was_drawn(tmp_path):
+    """Two seeds of one path on the same steps get a median; a one-seed path shows its seed; the
+    caption describes exactly those two and nothing else."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from pathlib import Path
+
+    from fmbench.figures import LOSS_LINES, figure_losses
+
+    df = load_results(Path(__file__).parent / "data" / "report_snapshot")
+    curve = [[100, 1.0], [200, 0.5], [300, 0.4]]
+    losses = [{"task": "N->8gaussians", "path_label": "icfm", "losses": curve},
+              {"task": "N->8gaussians", "path_label": "icfm",
+               "losses": [[100, 1.2], [200, 0.6], [300, 0.5]]},
+              {"task": "N->8gaussians", "path_label": "otcfm", "losses": curve[:1]}]
+    (fig,) = figure_losses(losses, {}, df, tmp_path)
+    assert LOSS_LINES["median"] in fig.caption and LOSS_LINES["single"] in fig.caption
+    assert LOSS_LINES["seeds"] not in fig.caption and fig.path.is_file()
+    losses[1]["losses"] = [[150, 0.9], [250, 0.6]]  # steps differ: no median for icfm
+    (fig,) = figure_losses(losses, {}, df, tmp_path)
+    assert LOSS_LINES["seeds"] in fig.caption and LOSS_LINES["median"] not in fig.caption
+
+
+def test_time_split_ignores_what_is_not_a_finite_number():
+    from fmbench.document import time_split
+
+    meta = {"time_s": {"train": 30.0, "generate": 10, "huge": 10 ** 400, "inf": float("inf"),
+                       "text": "5", "flag": True, "zero": 0.0}}
+    assert time_split(meta) == [("train", 30.0, 0.75), ("generate", 10.0, 0.25)]
+    assert time_split({"time_s": [1, 2]}) == [] and time_split({}) == []
