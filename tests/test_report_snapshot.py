@@ -23,11 +23,14 @@ def test_report_markdown_matches_snapshot(tmp_path):
         SNAPSHOT.parent.mkdir(exist_ok=True)
         SNAPSHOT.write_text(text)
     want = SNAPSHOT.read_text()
-    if text != want:  # the first differing line, then pytest's full diff
-        a, b = want.splitlines(), text.splitlines()
-        i = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y),
-                 min(len(a), len(b)))
-        raise AssertionError(f"report.md differs from {SNAPSHOT.name} at line {i + 1}:\n"
-                             f"  snapshot: {a[i] if i < len(a) else '(end)'}\n"
-                             f"  now:      {b[i] if i < len(b) else '(end)'}\n"
-                             "(an intended change? FMBENCH_UPDATE_SNAPSHOTS=1, see the docstring)")
+    assert text == want, _first_difference(want, text)
+
+
+def _first_difference(want: str, got: str) -> str:
+    """Where report.md first departs from the snapshot (pytest shows the full diff after it)."""
+    a, b = want.splitlines(), got.splitlines()
+    i = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    return (f"report.md differs from {SNAPSHOT.name} at line {i + 1}:\n"
+            f"  snapshot: {a[i] if i < len(a) else '(end)'}\n"
+            f"  now:      {b[i] if i < len(b) else '(end)'}\n"
+            "(an intended change? FMBENCH_UPDATE_SNAPSHOTS=1, see the module docstring)")
