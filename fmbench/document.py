@@ -25,7 +25,6 @@ TIME_CAPTION = ("Seconds by stage, summed over every work unit of every session 
 
 @dataclass
 class Document:
-    suite: str
     header: dict[str, object]  # the run: suite, commit, seeds, n_eval, … (values as in run.json)
     reading: list[str]  # how to read the tables
     tables: dict[str, pd.DataFrame]  # title → table (index: the row labels)
@@ -34,6 +33,10 @@ class Document:
     machine: dict[str, object] = field(default_factory=dict)
     time_split: list[tuple[str, float, float]] = field(default_factory=list)  # stage, s, share
     problems: list[str] = field(default_factory=list)
+
+    @property
+    def suite(self) -> str:
+        return str(self.header["suite"])
 
     @property
     def has_values(self) -> bool:

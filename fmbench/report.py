@@ -272,7 +272,7 @@ def build(results: str | Path, fmt: str = "md", out: str | Path | None = None,
     captions: dict[str, str] = {}
     tabs = tables(df, summary, captions)
     header = _header(meta, df, len(problems))
-    doc = Document(suite=str(header["suite"]), header=header, reading=_reading(summary),
+    doc = Document(header=header, reading=_reading(summary),
                    tables=tabs, captions=captions, figures=figs, machine=machine(meta),
                    time_split=time_split(meta), problems=problems)
     if fmt == "md":
