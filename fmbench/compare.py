@@ -326,7 +326,7 @@ def _definition_diff(column: str, ga: pd.DataFrame, gb: pd.DataFrame) -> str:
         return f"{column} {'/'.join(va)} → {'/'.join(vb)}"
     digests = f"digest {'/'.join(va)} → {'/'.join(vb)}"
     ja, jb = ([_stored(t) for t in values(g, "settings_json")] for g in (ga, gb))
-    if not all(ja) or not all(jb) or not ja or not jb:
+    if not (ja and jb and all(ja) and all(jb)):  # a side without stored settings
         return (f"settings ({digests}; rows written before the settings_json column hold only "
                 "the digest: rerun to see which keys)")
     if len(ja) > 1 or len(jb) > 1:
